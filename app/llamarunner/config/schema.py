@@ -1,0 +1,794 @@
+"""Typed config model: validates decoded config.json into frozen dataclasses, or says why not."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from . import defaults
+from .locate import KeyLocator, KeyPath, is_comment_key, render_path
+
+ArgValue: TypeAlias = str | int | float | bool | list[str | int | float] | None
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (dotted key path and line) and what to do."""
+
+    path: str
+    message: str
+    line: int | None = None
+    # The same place as a tuple, for code that needs to map it (e.g. back to a legacy file);
+    # not part of equality so that tests and callers can compare on what users see.
+    key: KeyPath = field(default=(), compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def render(self, file: str) -> str:
+        """`config.json:12: models.gemma.args.port: set by the runner, remove it`."""
+        where = f"{file}:{self.line}" if self.line is not None else file
+        return f"{where}: {self}"
+
+
+class ConfigError(Exception):
+    """Base of every error a config file can cause; its str is written for the user."""
+
+
+class ConfigSyntaxError(ConfigError):
+    """The file is not valid JSON (or not UTF-8 text)."""
+
+    def __init__(self, file: str, line: int, column: int, reason: str) -> None:
+        self.file = file
+        self.line = line
+        self.column = column
+        self.reason = reason
+        super().__init__(f"{file}:{line}:{column}: invalid JSON: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.file, self.line, self.column, self.reason))
+
+
+class ConfigValidationError(ConfigError):
+    """The file is JSON but breaks the schema; lists every problem, one per line."""
+
+    def __init__(self, file: str, problems: Sequence[Problem]) -> None:
+        self.file = file
+        self.problems = list(problems)
+        super().__init__("\n".join(problem.render(file) for problem in self.problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.file, self.problems))
+
+
+class ConfigReadError(ConfigError):
+    """The file exists but cannot be read (permissions, a folder in its place...)."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        self.file = file
+        self.reason = reason
+        super().__init__(f"{file}: cannot read the config file: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.file, self.reason))
+
+
+# ---------------------------------------------------------------------------------------------
+# Durations
+
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PLAIN_SECONDS = re.compile(rf"-?{_NUMBER}")
+# "ms" is listed before "m" so that "250ms" is not read as 250 minutes and a stray "s".
+_WITH_UNITS = re.compile(rf"(-?)\s*((?:{_NUMBER}\s*(?:ms|s|m|h)\s*)+)")
+_UNIT_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_HELP = (
+    "use seconds (90), a unit (250ms, 90s, 5m, 1h, 1h30m), 0 for 'right away' or -1 for 'never'"
+)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like "90", "5m", "1h30m", "250ms"; negative = math.inf.
+
+    Raises ValueError with a message meant for the user.
+    """
+    seconds: float
+    if isinstance(value, bool):
+        # bool is an int subclass; `true` as a duration is a mistake, not 1 second.
+        raise ValueError(f"{_json_kind(value)} is not a duration: {_DURATION_HELP}")
+    if isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf if value > 0 else -math.inf
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        match = _WITH_UNITS.fullmatch(text)
+        if _PLAIN_SECONDS.fullmatch(text):
+            seconds = float(text)
+        elif match:
+            total = sum(float(n) * _UNIT_SECONDS[u] for n, u in _UNIT_PART.findall(match[2]))
+            seconds = -total if match[1] else total
+        else:
+            raise ValueError(f"{value!r} is not a duration: {_DURATION_HELP}")
+    else:
+        raise ValueError(f"{_json_kind(value)} is not a duration: {_DURATION_HELP}")
+    if math.isnan(seconds):
+        raise ValueError(f"NaN is not a duration: {_DURATION_HELP}")
+    return math.inf if seconds < 0 else seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The short form users write ("5m", "1h30m", "250ms", "-1" for never); parses back equal."""
+    if math.isnan(seconds):
+        raise ValueError("NaN is not a duration")
+    if seconds < 0 or math.isinf(seconds):
+        return "-1"
+    millis = seconds * 1000
+    whole = round(millis)
+    if not math.isclose(millis, whole, rel_tol=1e-12, abs_tol=1e-9):
+        # Sub-millisecond precision: plain decimal seconds, never exponent notation,
+        # because the duration syntax has no exponents.
+        return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+    hours, rest = divmod(whole, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, ms = divmod(rest, 1000)
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s"), (ms, "ms")]
+    return "".join(f"{amount}{unit}" for amount, unit in parts if amount) or "0s"
+
+
+# ---------------------------------------------------------------------------------------------
+# llama-server arguments
+
+
+def _format_number(value: float) -> str:
+    # 4.0 -> "4", 0.6 -> "0.6": what a user would type on the command line.
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _arg_text(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        raise ValueError(f"{key}: true/false cannot appear inside a list of values")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{key}: {value!r} is not a finite number")
+        return _format_number(value)
+    raise TypeError(f"{key}: cannot pass {type(value).__name__} to llama-server")
+
+
+def build_argv(args: Mapping[str, ArgValue]) -> list[str]:
+    """Turn normalised args into llama-server argv tokens (without the program and -m/--port).
+
+    One-letter keys become `-k`, longer ones `--key`; `true` is a bare flag, `false`/`None`
+    leave the flag out, and a list repeats the flag once per item.
+    """
+    argv: list[str] = []
+    for key, value in args.items():
+        name = key.lstrip("-")
+        if not name:
+            raise ValueError(f"{key!r} is not a flag name")
+        flag = f"-{name}" if len(name) == 1 else f"--{name}"
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, _arg_text(key, item)]
+        else:
+            argv += [flag, _arg_text(key, value)]
+    return argv
+
+
+def normalise_args(args: Mapping[str, object]) -> dict[str, ArgValue]:
+    """Check and normalise a model's `args`: no leading dashes, false/null/[] dropped.
+
+    Raises ValueError listing every problem (`port: set by the runner, remove it; ...`).
+    """
+    checker = _Checker()
+    result = _check_args(checker, args, ())
+    if checker.found:
+        raise ValueError("; ".join(f"{render_path(p)}: {m}" for p, m in checker.found))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed config
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """One API listener (Ollama or LM Studio/OpenAI)."""
+
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """A llama-server executable: an absolute path or a command found on PATH."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model the user configured by hand; `args` are normalised (see `normalise_args`)."""
+
+    name: str
+    path: str
+    runtime: str = defaults.DEFAULT_RUNTIME_NAME
+    args: Mapping[str, ArgValue] = field(default_factory=dict)
+    # None: inherit scheduler.default_ttl. math.inf: never unload. 0: unload after each request.
+    ttl: float | None = None
+    alias: tuple[str, ...] = ()
+
+    @property
+    def serves_embeddings(self) -> bool:
+        """True when llama-server is started in embeddings mode (`embedding(s): true`)."""
+        return any(self.args.get(key) is True for key in defaults.EMBEDDING_ARGS)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How many models run at once, how long they idle, and how long loads/stops may take."""
+
+    max_loaded_models: int = defaults.DEFAULT_MAX_LOADED_MODELS
+    default_ttl: float = defaults.DEFAULT_TTL
+    max_queue: int = defaults.DEFAULT_MAX_QUEUE
+    load_timeout: float = defaults.DEFAULT_LOAD_TIMEOUT
+    stop_grace: float = defaults.DEFAULT_STOP_GRACE
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated config. Treat the mappings as read-only."""
+
+    proxies: Mapping[str, ProxyConfig]
+    runtimes: Mapping[str, RuntimeConfig]
+    models: Mapping[str, ModelConfig]
+    model_dirs: tuple[str, ...]
+    scheduler: SchedulerConfig
+    # The decoded JSON it came from; only used to carry "_"/"$" comment keys back out.
+    # Not compared: two configs that mean the same are equal whatever their comments.
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def default(cls) -> Config:
+        """The config an empty `{}` file means."""
+        return parse_config({})
+
+    def resolve_model(self, name: str) -> ModelConfig | None:
+        """The configured model called `name`, directly or through an alias."""
+        found = self.models.get(name)
+        if found is not None:
+            return found
+        return next((m for m in self.models.values() if name in m.alias), None)
+
+    def ttl_for(self, model_name: str) -> float:
+        """Idle seconds before unloading; models not in the config use scheduler.default_ttl."""
+        model = self.resolve_model(model_name)
+        if model is None or model.ttl is None:
+            return self.scheduler.default_ttl
+        return model.ttl
+
+    def to_dict(self) -> dict[str, Any]:
+        """The user-shaped JSON, complete, with comment keys from `raw` kept in place."""
+        scheduler = self.scheduler
+        shaped: dict[str, Any] = {
+            "proxies": {
+                name: {"enabled": p.enabled, "host": p.host, "port": p.port}
+                for name, p in self.proxies.items()
+            },
+            "runtimes": {name: {"path": r.path} for name, r in self.runtimes.items()},
+            "models": {name: _model_dict(m) for name, m in self.models.items()},
+            "model_dirs": list(self.model_dirs),
+            "scheduler": {
+                "max_loaded_models": scheduler.max_loaded_models,
+                "default_ttl": format_duration(scheduler.default_ttl),
+                "max_queue": scheduler.max_queue,
+                "load_timeout": format_duration(scheduler.load_timeout),
+                "stop_grace": format_duration(scheduler.stop_grace),
+            },
+        }
+        return _with_comments(shaped, self.raw)
+
+
+def _model_dict(model: ModelConfig) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "path": model.path,
+        "runtime": model.runtime,
+        "args": {k: list(v) if isinstance(v, list) else v for k, v in model.args.items()},
+    }
+    if model.ttl is not None:
+        entry["ttl"] = format_duration(model.ttl)
+    if model.alias:
+        entry["alias"] = list(model.alias)
+    return entry
+
+
+def _with_comments(shaped: dict[str, Any], raw: object) -> dict[str, Any]:
+    """Put the "_"/"$" keys of `raw` back into `shaped`, in the order the user wrote them."""
+    if not isinstance(raw, Mapping):
+        return shaped
+    out: dict[str, Any] = {}
+    for key, raw_value in raw.items():
+        if is_comment_key(key):
+            out[key] = copy.deepcopy(raw_value)
+        elif key in shaped:
+            value = shaped[key]
+            out[key] = _with_comments(value, raw_value) if isinstance(value, dict) else value
+    for key, value in shaped.items():
+        out.setdefault(key, value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+_TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler")
+_PROXY_KEYS = ("enabled", "host", "port")
+_RUNTIME_KEYS = ("path",)
+_MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias")
+_SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeout", "stop_grace")
+# Hosts that bind every interface, so they clash with any other host on the same port.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+_PROXY_DEFAULTS = {
+    defaults.OLLAMA: ProxyConfig(
+        defaults.DEFAULT_OLLAMA_ENABLED, defaults.DEFAULT_OLLAMA_HOST, defaults.DEFAULT_OLLAMA_PORT
+    ),
+    defaults.LMSTUDIO: ProxyConfig(
+        defaults.DEFAULT_LMSTUDIO_ENABLED,
+        defaults.DEFAULT_LMSTUDIO_HOST,
+        defaults.DEFAULT_LMSTUDIO_PORT,
+    ),
+}
+
+
+def _json_kind(value: object) -> str:
+    """Name a value the way the JSON file shows it, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+class _Invalid:
+    """Marks a value that was reported as a problem and must be skipped."""
+
+
+_INVALID = _Invalid()
+
+
+class _Checker:
+    """Collects every problem instead of stopping at the first, so users fix all in one go."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[KeyPath, str]] = []
+
+    def problem(self, path: KeyPath, message: str) -> None:
+        self.found.append((path, message))
+
+    def mapping(self, value: object, path: KeyPath) -> dict[str, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.problem(path, f"must be an object {{...}}, not {_json_kind(value)}")
+        return None
+
+    def known_keys(self, obj: Mapping[str, Any], path: KeyPath, allowed: Sequence[str]) -> None:
+        for key in obj:
+            if key in allowed or is_comment_key(key):
+                continue
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            if hint:
+                self.problem((*path, key), f"unknown key (did you mean {hint[0]!r}?)")
+            else:
+                self.problem((*path, key), f"unknown key (known keys: {', '.join(allowed)})")
+
+    def boolean(self, obj: Mapping[str, Any], key: str, path: KeyPath, default: bool) -> bool:
+        if key not in obj:
+            return default
+        value = obj[key]
+        if isinstance(value, bool):
+            return value
+        self.problem((*path, key), f"must be true or false, not {_json_kind(value)}")
+        return default
+
+    def string(self, obj: Mapping[str, Any], key: str, path: KeyPath, default: str) -> str:
+        if key not in obj:
+            return default
+        value = obj[key]
+        if not isinstance(value, str):
+            self.problem((*path, key), f"must be a string, not {_json_kind(value)}")
+            return default
+        if not value.strip():
+            self.problem((*path, key), "must not be empty")
+            return default
+        return value
+
+    def integer(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: KeyPath,
+        default: int,
+        minimum: int,
+        maximum: int | None = None,
+    ) -> int:
+        if key not in obj:
+            return default
+        value = obj[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem((*path, key), f"must be a whole number, not {_json_kind(value)}")
+            return default
+        if maximum is not None and not minimum <= value <= maximum:
+            self.problem((*path, key), f"must be between {minimum} and {maximum}, not {value}")
+            return default
+        if value < minimum:
+            self.problem((*path, key), f"must be {minimum} or more, not {value}")
+            return default
+        return value
+
+    def duration(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: KeyPath,
+        default: float,
+        *,
+        positive: bool = False,
+        finite: bool = False,
+    ) -> float:
+        if key not in obj:
+            return default
+        try:
+            seconds = parse_duration(obj[key])
+        except ValueError as exc:
+            self.problem((*path, key), str(exc))
+            return default
+        if positive and seconds <= 0:
+            self.problem((*path, key), "must be more than 0")
+            return default
+        if finite and math.isinf(seconds):
+            self.problem((*path, key), "must be a finite duration, -1 (never) is not allowed here")
+            return default
+        return seconds
+
+
+def _check_arg_value(checker: _Checker, value: object, path: KeyPath) -> ArgValue | _Invalid:
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        checker.problem(path, f"{value!r} is not a finite number")
+        return _INVALID
+    if isinstance(value, list):
+        items: list[str | int | float] = []
+        ok = True
+        for index, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                checker.problem(
+                    (*path, index),
+                    f"list items must be strings or numbers, not {_json_kind(item)}",
+                )
+                ok = False
+            elif isinstance(item, float) and not math.isfinite(item):
+                checker.problem((*path, index), f"{item!r} is not a finite number")
+                ok = False
+            else:
+                items.append(item)
+        return items if ok else _INVALID
+    checker.problem(
+        path,
+        "must be a string, a number, true (bare flag), false/null (left out) "
+        f"or a list (flag repeated), not {_json_kind(value)}",
+    )
+    return _INVALID
+
+
+def _check_args(checker: _Checker, raw: Mapping[str, object], path: KeyPath) -> dict[str, ArgValue]:
+    result: dict[str, ArgValue] = {}
+    written_as: dict[str, str] = {}
+    for key, value in raw.items():
+        if is_comment_key(key):
+            continue
+        key_path = (*path, key)
+        name = key.lstrip("-") if isinstance(key, str) else ""
+        if not name:
+            checker.problem(key_path, "not a flag name")
+            continue
+        if "=" in name or any(char.isspace() for char in name):
+            checker.problem(
+                key_path, "a flag name cannot contain spaces or '=': put the value on the right"
+            )
+            continue
+        if name in defaults.RUNNER_OWNED_ARGS:
+            checker.problem(key_path, "set by the runner, remove it")
+            continue
+        if name in written_as:
+            checker.problem(key_path, f"same flag as {written_as[name]!r}, keep only one")
+            continue
+        written_as[name] = key
+        checked = _check_arg_value(checker, value, key_path)
+        # false/null/[] mean "leave the flag out", so they are not kept at all.
+        if isinstance(checked, _Invalid) or checked is None or checked is False or checked == []:
+            continue
+        result[name] = checked
+    return result
+
+
+def _parse_proxies(checker: _Checker, data: Mapping[str, Any]) -> dict[str, ProxyConfig]:
+    result = dict(_PROXY_DEFAULTS)
+    path: KeyPath = ("proxies",)
+    section = checker.mapping(data["proxies"], path) if "proxies" in data else None
+    for name, raw in (section or {}).items():
+        if is_comment_key(name):
+            continue
+        entry_path = (*path, name)
+        if name not in defaults.PROXY_NAMES:
+            checker.problem(entry_path, "unknown proxy (the proxies are 'ollama' and 'lmstudio')")
+            continue
+        entry = checker.mapping(raw, entry_path)
+        if entry is None:
+            continue
+        checker.known_keys(entry, entry_path, _PROXY_KEYS)
+        base = result[name]
+        result[name] = ProxyConfig(
+            enabled=checker.boolean(entry, "enabled", entry_path, base.enabled),
+            host=checker.string(entry, "host", entry_path, base.host),
+            port=checker.integer(entry, "port", entry_path, base.port, 0, 65535),
+        )
+    ollama, lmstudio = result[defaults.OLLAMA], result[defaults.LMSTUDIO]
+    same_address = ollama.host == lmstudio.host or bool(
+        {ollama.host, lmstudio.host} & _WILDCARD_HOSTS
+    )
+    if ollama.enabled and lmstudio.enabled and ollama.port == lmstudio.port and same_address:
+        # Only one listener can bind an address; the second would fail at start-up.
+        checker.problem(
+            (*path, defaults.LMSTUDIO, "port"),
+            f"port {lmstudio.port} is also used by proxies.ollama, give each proxy its own port",
+        )
+    return result
+
+
+def _parse_runtimes(checker: _Checker, data: Mapping[str, Any]) -> dict[str, RuntimeConfig]:
+    result: dict[str, RuntimeConfig] = {}
+    path: KeyPath = ("runtimes",)
+    section = checker.mapping(data["runtimes"], path) if "runtimes" in data else None
+    for name, raw in (section or {}).items():
+        if is_comment_key(name):
+            continue
+        entry_path = (*path, name)
+        if not name.strip():
+            checker.problem(entry_path, "a runtime needs a name")
+            continue
+        # Registered even when broken, so models using it are not also reported as dangling.
+        result[name] = RuntimeConfig(defaults.DEFAULT_RUNTIME_PATH)
+        entry = checker.mapping(raw, entry_path)
+        if entry is None:
+            continue
+        checker.known_keys(entry, entry_path, _RUNTIME_KEYS)
+        if "path" not in entry:
+            checker.problem(
+                (*entry_path, "path"), "missing: give llama-server's path or a command on PATH"
+            )
+            continue
+        exe = checker.string(entry, "path", entry_path, defaults.DEFAULT_RUNTIME_PATH)
+        result[name] = RuntimeConfig(os.path.expanduser(exe))
+    if defaults.DEFAULT_RUNTIME_NAME not in result:
+        # Models that name no runtime use "default", so it always exists.
+        default = RuntimeConfig(defaults.DEFAULT_RUNTIME_PATH)
+        result = {defaults.DEFAULT_RUNTIME_NAME: default, **result}
+    return result
+
+
+def _model_name_problem(name: str) -> str | None:
+    if not name.strip():
+        return "a model needs a name: it is what clients ask for"
+    if "/" in name or "\\" in name:
+        # Names end up in URLs and file names; slashes belong in an alias.
+        return "a model name cannot contain '/' or '\\' (put such names in alias)"
+    return None
+
+
+def _parse_alias(checker: _Checker, entry: Mapping[str, Any], path: KeyPath) -> dict[int, str]:
+    """Aliases by their index in the file, so clashes found later can point at the item."""
+    if "alias" not in entry:
+        return {}
+    raw = entry["alias"]
+    alias_path = (*path, "alias")
+    if not isinstance(raw, list):
+        checker.problem(
+            alias_path, f'must be a list of names like ["my-model"], not {_json_kind(raw)}'
+        )
+        return {}
+    result: dict[int, str] = {}
+    for index, item in enumerate(raw):
+        if not isinstance(item, str) or not item.strip():
+            checker.problem((*alias_path, index), "must be a non-empty name")
+        elif item != path[-1] and item not in result.values():
+            result[index] = item
+    return result
+
+
+def _parse_models(
+    checker: _Checker, data: Mapping[str, Any], runtimes: Mapping[str, RuntimeConfig]
+) -> dict[str, ModelConfig]:
+    result: dict[str, ModelConfig] = {}
+    aliases: dict[str, dict[int, str]] = {}
+    path: KeyPath = ("models",)
+    section = checker.mapping(data["models"], path) if "models" in data else None
+    for name, raw in (section or {}).items():
+        if is_comment_key(name):
+            continue
+        entry_path = (*path, name)
+        name_problem = _model_name_problem(name)
+        if name_problem:
+            checker.problem(entry_path, name_problem)
+        entry = checker.mapping(raw, entry_path)
+        if entry is None:
+            continue
+        checker.known_keys(entry, entry_path, _MODEL_KEYS)
+        if "path" not in entry:
+            checker.problem(
+                (*entry_path, "path"), "missing: give the path of the model's .gguf file"
+            )
+        model_path = os.path.expanduser(checker.string(entry, "path", entry_path, ""))
+        runtime = checker.string(entry, "runtime", entry_path, defaults.DEFAULT_RUNTIME_NAME)
+        if runtime not in runtimes:
+            checker.problem(
+                (*entry_path, "runtime"),
+                f"runtime {runtime!r} is not defined under runtimes "
+                f"(defined: {', '.join(sorted(runtimes))})",
+            )
+        args: dict[str, ArgValue] = {}
+        if "args" in entry:
+            raw_args = checker.mapping(entry["args"], (*entry_path, "args"))
+            if raw_args is not None:
+                args = _check_args(checker, raw_args, (*entry_path, "args"))
+        ttl = None
+        if entry.get("ttl") is not None:  # null, like a missing key, inherits default_ttl
+            ttl = checker.duration(entry, "ttl", entry_path, defaults.DEFAULT_TTL)
+        aliases[name] = _parse_alias(checker, entry, entry_path)
+        result[name] = ModelConfig(
+            name=name,
+            path=model_path,
+            runtime=runtime,
+            args=args,
+            ttl=ttl,
+            alias=tuple(aliases[name].values()),
+        )
+    # A name clients ask for must lead to exactly one model.
+    owner: dict[str, str] = {}
+    for name, by_index in aliases.items():
+        for index, alias in by_index.items():
+            alias_path = (*path, name, "alias", index)
+            if alias in result:
+                checker.problem(alias_path, f"{alias!r} is already the name of a model")
+            elif alias in owner:
+                checker.problem(
+                    alias_path, f"{alias!r} is already an alias of model {owner[alias]!r}"
+                )
+            else:
+                owner[alias] = name
+    return result
+
+
+def _parse_model_dirs(checker: _Checker, data: Mapping[str, Any]) -> tuple[str, ...]:
+    if "model_dirs" not in data:
+        return defaults.DEFAULT_MODEL_DIRS
+    raw = data["model_dirs"]
+    if not isinstance(raw, list):
+        checker.problem(("model_dirs",), f"must be a list of folders, not {_json_kind(raw)}")
+        return defaults.DEFAULT_MODEL_DIRS
+    folders: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str) or not item.strip():
+            checker.problem(("model_dirs", index), "must be a folder path (a non-empty string)")
+        else:
+            folders.append(os.path.expanduser(item))
+    return tuple(folders)
+
+
+def _parse_scheduler(checker: _Checker, data: Mapping[str, Any]) -> SchedulerConfig:
+    path: KeyPath = ("scheduler",)
+    base = SchedulerConfig()
+    section = checker.mapping(data["scheduler"], path) if "scheduler" in data else None
+    if section is None:
+        return base
+    checker.known_keys(section, path, _SCHEDULER_KEYS)
+    return SchedulerConfig(
+        max_loaded_models=checker.integer(
+            section, "max_loaded_models", path, base.max_loaded_models, 1
+        ),
+        default_ttl=checker.duration(section, "default_ttl", path, base.default_ttl),
+        max_queue=checker.integer(section, "max_queue", path, base.max_queue, 0),
+        load_timeout=checker.duration(
+            section, "load_timeout", path, base.load_timeout, positive=True
+        ),
+        # A finite grace: a child that ignores the stop signal must still be killed eventually.
+        stop_grace=checker.duration(section, "stop_grace", path, base.stop_grace, finite=True),
+    )
+
+
+def parse_config(data: Any, *, text: str | None = None, file: str = "config.json") -> Config:
+    """Validate a decoded config.json; `text` (the file's text) adds line numbers to problems.
+
+    Raises ConfigValidationError listing every problem found.
+    """
+    checker = _Checker()
+    if not isinstance(data, dict):
+        checker.problem((), f"the file must hold a JSON object {{...}}, not {_json_kind(data)}")
+        _raise_problems(checker, text, file)
+    checker.known_keys(data, (), _TOP_KEYS)
+    proxies = _parse_proxies(checker, data)
+    runtimes = _parse_runtimes(checker, data)
+    models = _parse_models(checker, data, runtimes)
+    model_dirs = _parse_model_dirs(checker, data)
+    scheduler = _parse_scheduler(checker, data)
+    _raise_problems(checker, text, file)
+    return Config(
+        proxies=proxies,
+        runtimes=runtimes,
+        models=models,
+        model_dirs=model_dirs,
+        scheduler=scheduler,
+        raw=copy.deepcopy(data),
+    )
+
+
+def _raise_problems(checker: _Checker, text: str | None, file: str) -> None:
+    locator = KeyLocator(text) if text is not None else None
+    problems = [
+        Problem(
+            path=render_path(key_path),
+            message=message,
+            line=locator.line(key_path) if locator is not None else None,
+            key=key_path,
+        )
+        for key_path, message in checker.found
+    ]
+    if locator is not None:
+        for key_path, line in locator.duplicates:
+            # json.loads silently keeps the last of two equal keys; the first one would be a
+            # setting the user believes in but the app ignores. Comments may repeat freely.
+            if not any(is_comment_key(part) for part in key_path):
+                problems.append(
+                    Problem(
+                        path=render_path(key_path),
+                        message="written twice in the same object, remove one of them",
+                        line=line,
+                        key=key_path,
+                    )
+                )
+    if not problems:
+        return
+    # File order reads best; problems without a line keep their order at the end.
+    problems.sort(key=lambda p: (p.line is None, p.line or 0))
+    raise ConfigValidationError(file, problems)

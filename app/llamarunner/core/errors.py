@@ -1,0 +1,120 @@
+"""The exception tree for errors a client or user can meet, each with an HTTP status."""
+
+from __future__ import annotations
+
+
+class LlamaRunnerError(Exception):
+    """Base for errors that reach a client; `status` and `code` drive the API's error shape."""
+
+    status: int = 500
+    code: str = "internal_error"
+    error_type: str = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelNotFoundError(LlamaRunnerError):
+    status = 404
+    code = "model_not_found"
+    error_type = "invalid_request_error"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model '{model}' not found")
+        self.model = model
+
+
+class BadRequestError(LlamaRunnerError):
+    status = 400
+    code = "invalid_request"
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RuntimeMissingError(LlamaRunnerError):
+    """The llama-server binary a model needs cannot be found."""
+
+    status = 503
+    code = "runtime_not_found"
+
+    def __init__(self, model: str, runtime: str, detail: str) -> None:
+        super().__init__(
+            f"model '{model}' needs runtime '{runtime}', which was not found ({detail}); "
+            "install one with `llamarunner runtime install` or set runtimes."
+            f"{runtime}.path in the config"
+        )
+        self.model = model
+        self.runtime = runtime
+
+
+class ModelFileMissingError(LlamaRunnerError):
+    status = 503
+    code = "model_file_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"the file for model '{model}' does not exist or cannot be read")
+        self.model = model
+
+
+class RunnerFailedError(LlamaRunnerError):
+    """llama-server could not be started (or died while starting); carries its last lines."""
+
+    status = 502
+    code = "runner_failed"
+
+    def __init__(
+        self,
+        model: str,
+        reason: str,
+        *,
+        exit_code: int | None = None,
+        tail: list[str] | None = None,
+    ) -> None:
+        detail = f"llama-server for model '{model}' failed: {reason}"
+        if exit_code is not None:
+            detail += f" (exit code {exit_code})"
+        lines = tail or []
+        if lines:
+            detail += "; last output:\n" + "\n".join(lines)
+        super().__init__(detail)
+        self.model = model
+        self.reason = reason
+        self.exit_code = exit_code
+        self.tail = lines
+
+
+class UpstreamError(LlamaRunnerError):
+    """llama-server answered badly or the connection to it broke."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class QueueFullError(LlamaRunnerError):
+    status = 429
+    code = "queue_full"
+    error_type = "rate_limit_error"
+
+    def __init__(self, limit: int, retry_after: int = 1) -> None:
+        super().__init__(
+            f"too many requests are waiting for a model (limit {limit}); retry shortly"
+        )
+        self.retry_after = retry_after
+
+
+class ServiceStoppingError(LlamaRunnerError):
+    status = 503
+    code = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down")
+
+
+class FeatureNotEnabledError(LlamaRunnerError):
+    status = 400
+    code = "not_supported"
+    error_type = "invalid_request_error"

@@ -1,0 +1,53 @@
+"""Run the Service without any GUI until SIGINT/SIGTERM, then stop every runner and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from .config import ConfigError, ConfigStore
+from .core.service import Service, run_until_stopped
+from .paths import runner_log_dir
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_LISTEN = 3
+
+
+async def run_headless(store: ConfigStore) -> int:
+    service = Service(store, runner_log_dir=runner_log_dir())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Windows has no add_signal_handler; Ctrl+C there arrives as KeyboardInterrupt.
+        with contextlib.suppress(NotImplementedError, AttributeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        errors = await service.start()
+    except ConfigError as exc:
+        print(f"llamarunner: cannot start, the configuration is not usable:\n{exc}",
+              file=sys.stderr)
+        await service.stop()
+        return EXIT_CONFIG
+    if errors:
+        for error in errors:
+            print(f"llamarunner: {error}", file=sys.stderr)
+        await service.stop()
+        return EXIT_LISTEN
+    models = ", ".join(sorted(service.models())) or "none yet"
+    log.info("ready; models: %s; config: %s", models, store.path)
+    await run_until_stopped(service, stop)
+    log.info("stopped cleanly")
+    return EXIT_OK
+
+
+def main_headless(store: ConfigStore) -> int:
+    try:
+        return asyncio.run(run_headless(store))
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,31 @@
+"""What route handlers need from the core, as one narrow interface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from ..config.schema import ModelConfig
+from ..runner.manager import RunnerManager
+
+
+class ProxyBackend(Protocol):
+    """Implemented by the Service; handlers depend on this, not on the whole Service."""
+
+    @property
+    def manager(self) -> RunnerManager: ...
+
+    @property
+    def http(self) -> aiohttp.ClientSession: ...
+
+    def models(self) -> Mapping[str, ModelConfig]: ...
+
+    def resolve_model(self, requested: str) -> str: ...
+
+    def model_created(self, name: str) -> int: ...
+
+
+BACKEND: web.AppKey[ProxyBackend] = web.AppKey("backend", ProxyBackend)

@@ -1,0 +1,151 @@
+"""Relay one request to a runner and its response back, streaming chunk by chunk."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..core.errors import UpstreamError
+from ..runner.manager import Lease
+
+log = logging.getLogger(__name__)
+
+# No total timeout: a 10-minute stream or a 90-second first token are normal for local
+# models (aiohttp's default total of 300 s would cut them). Connecting to a child on
+# loopback is instant, so a short connect timeout catches a wedged runner.
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+
+_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # Reverse proxies (nginx) must not buffer server-sent events.
+    "X-Accel-Buffering": "no",
+}
+
+
+def upstream_session() -> aiohttp.ClientSession:
+    """One pooled session for all traffic to runners.
+
+    trust_env=False: HTTP(S)_PROXY from the user's environment must never capture
+    loopback traffic to our own children.
+    """
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, enable_cleanup_closed=False)
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=False, timeout=UPSTREAM_TIMEOUT, auto_decompress=False
+    )
+
+
+def upstream_error_message(status: int, body: bytes) -> tuple[str, str | None]:
+    """llama-server's error text and type from its JSON error body, or a generic one."""
+    try:
+        data = json.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            etype = err.get("type")
+            return err["message"], etype if isinstance(etype, str) else None
+        if isinstance(err, str):
+            return err, None
+    except (ValueError, UnicodeDecodeError):
+        pass
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return text or f"llama-server answered HTTP {status}", None
+
+
+def sse_error_event(message: str, code: str = "upstream_error") -> bytes:
+    body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def open_upstream(
+    http: aiohttp.ClientSession, lease: Lease, path: str, body: bytes
+) -> aiohttp.ClientResponse:
+    try:
+        return await http.post(
+            lease.base_url + path, data=body, headers={"Content-Type": "application/json"}
+        )
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            f"cannot reach llama-server for model '{lease.runner.name}': {exc}"
+        ) from exc
+
+
+async def relay_openai(
+    request: web.Request,
+    http: aiohttp.ClientSession,
+    lease: Lease,
+    path: str,
+    body: bytes,
+) -> web.StreamResponse:
+    """Forward an OpenAI-style POST to the runner and relay its answer unchanged."""
+    upstream = await open_upstream(http, lease, path, body)
+    try:
+        if upstream.status != 200:
+            data = await upstream.read()
+            message, etype = upstream_error_message(upstream.status, data)
+            return _error_like_upstream(upstream.status, message, etype)
+        if upstream.content_type == "text/event-stream":
+            return await _relay_stream(request, upstream, lease)
+        data = await upstream.read()
+        return web.Response(body=data, status=200, content_type="application/json")
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            f"llama-server for model '{lease.runner.name}' broke off the response: {exc}"
+        ) from exc
+    finally:
+        # On success the body is fully read and the connection goes back to the pool; on
+        # cancellation (client gone) closing it tells llama-server to stop generating.
+        upstream.close()
+
+
+def _error_like_upstream(status: int, message: str, etype: str | None) -> web.Response:
+    from .errors import openai_error
+
+    return openai_error(message, status=status, error_type=etype, code=etype)
+
+
+async def _relay_stream(
+    request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
+    await response.prepare(request)
+    tail = b""
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+            tail = (tail + chunk)[-256:]
+    except aiohttp.ClientError as exc:
+        log.warning("stream from %s broke off: %s", lease.runner.name, exc)
+        await _write_quietly(response, sse_error_event(_broken_message(lease, exc)))
+        return response
+    if b"[DONE]" not in tail and not _finished_cleanly(tail):
+        await _write_quietly(response, sse_error_event(_broken_message(lease, None)))
+        return response
+    await _write_eof_quietly(response)
+    return response
+
+
+def _finished_cleanly(tail: bytes) -> bool:
+    # An error event from llama-server itself also ends a stream legitimately.
+    return tail.rstrip().endswith(b"}") and b"error" in tail
+
+
+def _broken_message(lease: Lease, exc: Any) -> str:
+    runner = lease.runner
+    detail = f": {exc}" if exc else ""
+    return f"llama-server for model '{runner.name}' stopped in the middle of the response{detail}"
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write(data)
+        await response.write_eof()
+
+
+async def _write_eof_quietly(response: web.StreamResponse) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write_eof()

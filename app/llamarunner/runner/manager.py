@@ -1,0 +1,485 @@
+"""Decides which llama-server runs: single-flight starts, FIFO queue, LRU eviction, idle TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+
+from ..config.schema import ModelConfig, SchedulerConfig
+from ..core.errors import (
+    LlamaRunnerError,
+    ModelNotFoundError,
+    QueueFullError,
+    RunnerFailedError,
+    ServiceStoppingError,
+)
+from ..core.events import EventBus
+from ..core.tasks import BackgroundTasks
+from .model_runner import ModelRunner
+from .policy import Candidate, choose_eviction
+from .results import LoadResult, UnloadResult
+from .state import OCCUPYING_STATES, RunnerState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Waiter:
+    model: str
+    future: asyncio.Future[ModelRunner]
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """A read-only view of one runner for APIs, CLI and GUI."""
+
+    name: str
+    state: str
+    pid: int | None
+    port: int | None
+    inflight: int
+    loaded_at: float | None
+    expires_at: float | None  # wall-clock time of the idle unload; None = never/not loaded
+    last_error: str | None
+    model_path: str
+
+
+class Lease:
+    """Permission to send requests to a ready runner; release it when the response ends."""
+
+    def __init__(self, manager: RunnerManager, runner: ModelRunner, load_wait: float) -> None:
+        self._manager = manager
+        self.runner = runner
+        self.load_wait = load_wait  # seconds this request waited for a load (0 when warm)
+        self._released = False
+
+    @property
+    def base_url(self) -> str:
+        return self.runner.base_url
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._manager._release(self.runner)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+BinaryResolver = Callable[[ModelConfig], Path]
+
+
+class RunnerManager:
+    """The one writer of every ModelRunner's state.
+
+    All decisions happen in `_pump`, a synchronous pass over the FIFO of waiting requests
+    run after anything changes; slow work (start, stop) runs in named background tasks
+    that call `_pump` again when they finish. Being synchronous, a pass cannot interleave
+    with another, so no locks are needed on the single event loop thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        events: EventBus,
+        http: aiohttp.ClientSession,
+        scheduler: SchedulerConfig,
+        resolve_binary: BinaryResolver,
+        ttl_for: Callable[[str], float],
+        log_dir: Path | None = None,
+    ) -> None:
+        self._events = events
+        self._http = http
+        self._scheduler = scheduler
+        self._resolve_binary = resolve_binary
+        self._ttl_for = ttl_for
+        self._log_dir = log_dir
+        self._runners: dict[str, ModelRunner] = {}
+        self._retired: set[str] = set()  # removed from config; stopping, then forgotten
+        self._waiters: deque[_Waiter] = deque()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._expires_at: dict[str, float] = {}
+        self._starts = BackgroundTasks("runner-start")
+        self._stops = BackgroundTasks("runner-stop")
+        self._changed = asyncio.Event()
+        self._closing = False
+
+    # ---- configuration -------------------------------------------------------------
+
+    @property
+    def scheduler(self) -> SchedulerConfig:
+        return self._scheduler
+
+    def set_scheduler(self, scheduler: SchedulerConfig) -> None:
+        self._scheduler = scheduler
+        self._pump()
+
+    def set_models(
+        self, models: Mapping[str, ModelConfig], restart: frozenset[str] = frozenset()
+    ) -> None:
+        """Adopt a new model table: add, retire, and restart runners whose command changed.
+
+        A runner that must go is drained first: its running requests finish.
+        """
+        for name, model in models.items():
+            runner = self._runners.get(name)
+            if runner is None or name in self._retired:
+                if runner is not None:
+                    # Re-added while its old process is still stopping: keep the runner.
+                    self._retired.discard(name)
+                    runner.model = model
+                    continue
+                self._runners[name] = ModelRunner(
+                    model,
+                    events=self._events,
+                    http=self._http,
+                    log_dir=self._log_dir,
+                    on_unexpected_exit=self._on_unexpected_exit,
+                )
+                continue
+            command_changed = (
+                (model.path, model.runtime, dict(model.args))
+                != (runner.model.path, runner.model.runtime, dict(runner.model.args))
+            )
+            runner.model = model
+            if (command_changed or name in restart) and runner.state in OCCUPYING_STATES:
+                self._drain(runner)
+            elif runner.state is RunnerState.READY and runner.inflight == 0:
+                self._schedule_idle_unload(runner)  # the TTL may have changed
+        for name in list(self._runners):
+            if name not in models and name not in self._retired:
+                runner = self._runners[name]
+                if runner.state in OCCUPYING_STATES:
+                    self._retired.add(name)
+                    self._drain(runner)
+                else:
+                    del self._runners[name]
+                self._fail_waiters(name, ModelNotFoundError(name))
+        self._pump()
+
+    # ---- requests ----------------------------------------------------------------
+
+    def has_model(self, name: str) -> bool:
+        return name in self._runners and name not in self._retired
+
+    async def acquire(self, name: str) -> Lease:
+        """Wait until `name` is ready (starting it if needed) and hold it for one request."""
+        if self._closing:
+            raise ServiceStoppingError()
+        if not self.has_model(name):
+            raise ModelNotFoundError(name)
+        runner = self._runners[name]
+        if runner.state is RunnerState.READY and not runner.draining:
+            self._grant(runner)
+            return Lease(self, runner, 0.0)
+        if len(self._waiters) >= self._scheduler.max_queue:
+            raise QueueFullError(self._scheduler.max_queue)
+        waiter = _Waiter(name, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        started = time.monotonic()
+        self._pump()
+        try:
+            granted = await waiter.future
+        except asyncio.CancelledError:
+            # The client went away while queued or while its model loaded.
+            fut = waiter.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._release(fut.result())
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            self._pump()
+            raise
+        return Lease(self, granted, time.monotonic() - started)
+
+    def _grant(self, runner: ModelRunner) -> None:
+        runner.inflight += 1
+        runner.last_used = time.monotonic()
+        self._cancel_idle_unload(runner)
+
+    def _release(self, runner: ModelRunner) -> None:
+        runner.inflight -= 1
+        runner.last_used = time.monotonic()
+        if runner.inflight == 0 and runner.state is RunnerState.READY:
+            if runner.draining:
+                self._begin_stop(runner, "drained")
+            else:
+                self._schedule_idle_unload(runner)
+        self._pump()
+
+    # ---- explicit load / unload ------------------------------------------------------
+
+    async def load(self, name: str) -> LoadResult:
+        if not self.has_model(name):
+            raise ModelNotFoundError(name)
+        was_ready = self._runners[name].state is RunnerState.READY
+        try:
+            lease = await self.acquire(name)
+        except RunnerFailedError:
+            return LoadResult.FAILED
+        lease.release()
+        return LoadResult.ALREADY_LOADED if was_ready else LoadResult.LOADED
+
+    async def unload(self, name: str) -> UnloadResult:
+        """Stop a model once its running requests have finished."""
+        target = self._runners.get(name)
+        if target is None or target.state not in OCCUPYING_STATES:
+            return UnloadResult.NOT_LOADED
+        self._drain(target)
+        await self._wait_until(lambda: target.state not in OCCUPYING_STATES)
+        return UnloadResult.UNLOADED
+
+    async def _wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            event = self._changed
+            await event.wait()
+
+    def _notify(self) -> None:
+        # Swap in a fresh event so every current waiter wakes exactly once per change.
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    # ---- the scheduling pass -------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._closing:
+            return
+        for loaded in list(self._runners.values()):
+            if loaded.state is RunnerState.READY and loaded.draining and loaded.inflight == 0:
+                self._begin_stop(loaded, "drained")
+        wanted: set[str] = set()
+        blocked_on_capacity = False
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                self._waiters.remove(waiter)
+                continue
+            runner = self._runners.get(waiter.model)
+            if runner is None or waiter.model in self._retired:
+                self._waiters.remove(waiter)
+                waiter.future.set_exception(ModelNotFoundError(waiter.model))
+                continue
+            if runner.state is RunnerState.READY and not runner.draining:
+                self._waiters.remove(waiter)
+                self._grant(runner)
+                waiter.future.set_result(runner)
+                continue
+            wanted.add(runner.name)
+            if runner.state not in (RunnerState.STOPPED, RunnerState.FAILED):
+                continue  # starting, stopping or draining: a later pass will serve it
+            if blocked_on_capacity:
+                continue  # loads happen in queue order; don't let later ones jump ahead
+            if self._free_slots() > 0:
+                self._begin_start(runner)
+                continue
+            blocked_on_capacity = True
+            if not self._slot_being_freed():
+                self._evict_one(wanted)
+
+    def _occupied(self) -> list[ModelRunner]:
+        return [r for r in self._runners.values() if r.state in OCCUPYING_STATES]
+
+    def _free_slots(self) -> int:
+        return self._scheduler.max_loaded_models - len(self._occupied())
+
+    def _slot_being_freed(self) -> bool:
+        return any(
+            r.state is RunnerState.STOPPING or r.draining for r in self._occupied()
+        )
+
+    def _evict_one(self, wanted: set[str]) -> None:
+        candidates = [
+            Candidate(r.name, r.inflight, r.last_used, r.name in wanted)
+            for r in self._occupied()
+            if r.state is RunnerState.READY
+        ]
+        eviction = choose_eviction(candidates)
+        if eviction is None:
+            return  # everything loaded is wanted or still starting; wait for a change
+        victim = self._runners[eviction.name]
+        log.info("evicting %s to make room (%s)", victim.name,
+                 "draining" if eviction.drain else "idle")
+        self._drain(victim)
+
+    def _drain(self, runner: ModelRunner) -> None:
+        """Take no new requests for this runner and stop it once the running ones end."""
+        if runner.state is RunnerState.STARTING:
+            runner.draining = True  # stopped as soon as it is ready, unless... it fails
+            return
+        if runner.state is not RunnerState.READY:
+            return
+        runner.draining = True
+        if runner.inflight == 0:
+            self._begin_stop(runner, "drained")
+
+    # ---- starting and stopping -----------------------------------------------------
+
+    def _begin_start(self, runner: ModelRunner) -> None:
+        try:
+            binary = self._resolve_binary(runner.model)
+        except LlamaRunnerError as exc:
+            self._fail_waiters(runner.name, exc)
+            return
+        runner.draining = False
+        runner.set_state(RunnerState.STARTING)
+        self._notify()
+        runner.start_task = self._starts.spawn(
+            self._run_start(runner, binary), f"start:{runner.name}"
+        )
+
+    async def _run_start(self, runner: ModelRunner, binary: Path) -> None:
+        try:
+            await runner.start(binary, self._scheduler.load_timeout)
+        except RunnerFailedError as exc:
+            runner.last_error = exc
+            await runner.stop(grace=0)  # reap whatever is left of the tree
+            runner.set_state(RunnerState.FAILED, exc.reason)
+            self._fail_waiters(runner.name, exc)
+            self._forget_if_retired(runner)
+            self._notify()
+            self._pump()
+            return
+        except asyncio.CancelledError:
+            await runner.stop(grace=0)
+            raise
+        finally:
+            runner.start_task = None
+        runner.last_error = None
+        runner.last_used = time.monotonic()
+        runner.set_state(RunnerState.READY)
+        self._notify()
+        self._pump()
+        if runner.state is RunnerState.READY and runner.inflight == 0 and not runner.draining:
+            self._schedule_idle_unload(runner)
+
+    def _begin_stop(self, runner: ModelRunner, reason: str) -> None:
+        self._cancel_idle_unload(runner)
+        runner.set_state(RunnerState.STOPPING, reason)
+        self._notify()
+        self._stops.spawn(self._run_stop(runner), f"stop:{runner.name}")
+
+    async def _run_stop(self, runner: ModelRunner) -> None:
+        try:
+            await runner.stop(self._scheduler.stop_grace)
+        finally:
+            runner.draining = False
+            runner.set_state(RunnerState.STOPPED)
+            self._forget_if_retired(runner)
+            self._notify()
+            self._pump()
+
+    def _forget_if_retired(self, runner: ModelRunner) -> None:
+        if runner.name in self._retired and runner.state not in OCCUPYING_STATES:
+            self._retired.discard(runner.name)
+            if self._runners.get(runner.name) is runner:
+                del self._runners[runner.name]
+
+    def _on_unexpected_exit(self, runner: ModelRunner) -> None:
+        self._cancel_idle_unload(runner)
+        runner.draining = False
+        self._forget_if_retired(runner)
+        self._notify()
+        self._pump()
+
+    def _fail_waiters(self, name: str, exc: BaseException) -> None:
+        for waiter in list(self._waiters):
+            if waiter.model == name:
+                self._waiters.remove(waiter)
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+
+    # ---- idle unload (TTL) ---------------------------------------------------------
+
+    def _schedule_idle_unload(self, runner: ModelRunner) -> None:
+        self._cancel_idle_unload(runner)
+        ttl = self._ttl_for(runner.name)
+        if math.isinf(ttl):
+            return
+        if ttl <= 0:
+            self._idle_expired(runner)
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[runner.name] = loop.call_later(ttl, self._idle_expired, runner)
+        self._expires_at[runner.name] = time.time() + ttl
+
+    def _cancel_idle_unload(self, runner: ModelRunner) -> None:
+        timer = self._timers.pop(runner.name, None)
+        if timer is not None:
+            timer.cancel()
+        self._expires_at.pop(runner.name, None)
+
+    def _idle_expired(self, runner: ModelRunner) -> None:
+        self._timers.pop(runner.name, None)
+        self._expires_at.pop(runner.name, None)
+        if self._closing or runner.state is not RunnerState.READY or runner.inflight:
+            return
+        if any(w.model == runner.name for w in self._waiters):
+            return
+        self._begin_stop(runner, "idle")
+
+    # ---- views and shutdown --------------------------------------------------------
+
+    def runner(self, name: str) -> ModelRunner | None:
+        return self._runners.get(name)
+
+    def snapshot(self) -> list[RunnerInfo]:
+        infos = []
+        for runner in self._runners.values():
+            infos.append(
+                RunnerInfo(
+                    name=runner.name,
+                    state=runner.state.value,
+                    pid=runner.pid if runner.state in OCCUPYING_STATES else None,
+                    port=runner.port if runner.state in OCCUPYING_STATES else None,
+                    inflight=runner.inflight,
+                    loaded_at=runner.loaded_at,
+                    expires_at=self._expires_at.get(runner.name),
+                    last_error=runner.last_error.message if runner.last_error else None,
+                    model_path=runner.model.path,
+                )
+            )
+        return infos
+
+    async def shutdown(self) -> None:
+        """Refuse new work, fail queued requests, stop every runner and reap it."""
+        self._closing = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(ServiceStoppingError())
+        self._waiters.clear()
+        await self._starts.cancel_all()  # a cancelled start reaps its own process
+        await self._stops.wait_all()  # stops already under way are allowed to finish
+        stops = []
+        for runner in self._runners.values():
+            if runner.state in (RunnerState.READY, RunnerState.STARTING):
+                runner.set_state(RunnerState.STOPPING, "shutdown")
+                stops.append(self._stop_for_shutdown(runner))
+            elif runner.state is RunnerState.FAILED:
+                stops.append(self._stop_for_shutdown(runner))
+        await asyncio.gather(*stops, return_exceptions=True)
+
+    async def _stop_for_shutdown(self, runner: ModelRunner) -> None:
+        try:
+            await runner.stop(self._scheduler.stop_grace)
+        finally:
+            if runner.state is not RunnerState.STOPPED:
+                runner.set_state(RunnerState.STOPPED, "shutdown")

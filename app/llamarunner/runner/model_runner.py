@@ -1,0 +1,199 @@
+"""One model's llama-server: start it until healthy, watch it, stop it; state kept as data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+
+from ..config.schema import ModelConfig, build_argv
+from ..core.errors import RunnerFailedError
+from ..core.events import EventBus, RunnerLogLine, RunnerStateChanged
+from .process import ManagedProcess
+from .state import RunnerState, check_transition
+
+log = logging.getLogger(__name__)
+
+# Health is cheap to ask for; polling this often keeps what we add to a cold start small.
+HEALTH_POLL_INTERVAL = 0.02
+# Flags the runner owns; config validation already rejects them in `args`.
+RUNNER_HOST = "127.0.0.1"
+
+
+def pick_free_port(host: str = RUNNER_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def build_command(binary: Path, model: ModelConfig, port: int) -> list[str]:
+    """The full llama-server argv for a model: runner-owned flags first, then the user's."""
+    argv = [str(binary), "--host", RUNNER_HOST, "--port", str(port), "-m", model.path]
+    if "alias" not in model.args and "a" not in model.args:
+        # So llama-server's own /v1/models and responses name the model as clients asked.
+        argv += ["--alias", model.name]
+    argv += build_argv(model.args)
+    return argv
+
+
+def safe_file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100] or "model"
+
+
+class ModelRunner:
+    """State, process and counters of one model. Only the RunnerManager mutates it."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        *,
+        events: EventBus,
+        http: aiohttp.ClientSession,
+        log_dir: Path | None,
+        on_unexpected_exit: Callable[[ModelRunner], None],
+    ) -> None:
+        self.model = model
+        self.state = RunnerState.STOPPED
+        self.port: int | None = None
+        self.process: ManagedProcess | None = None
+        self.inflight = 0
+        self.last_used = 0.0
+        self.draining = False
+        self.loaded_at: float | None = None
+        self.last_error: RunnerFailedError | None = None
+        self._events = events
+        self._http = http
+        self._log_dir = log_dir
+        self._on_unexpected_exit = on_unexpected_exit
+        self._watch_task: asyncio.Task[None] | None = None
+        self.start_task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{RUNNER_HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def set_state(self, target: RunnerState, reason: str | None = None) -> None:
+        check_transition(self.name, self.state, target)
+        self.state = target
+        log.info("runner %s: %s%s", self.name, target.value, f" ({reason})" if reason else "")
+        self._events.publish(RunnerStateChanged(self.name, target.value, reason))
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return self.process.tail(lines) if self.process else []
+
+    async def start(self, binary: Path, load_timeout: float) -> None:
+        """Spawn llama-server and return once /health says 200; raise RunnerFailedError.
+
+        The caller has already moved the state to STARTING.
+        """
+        self.port = pick_free_port()
+        argv = build_command(binary, self.model, self.port)
+        log_path = (
+            self._log_dir / f"{safe_file_name(self.name)}.log" if self._log_dir else None
+        )
+        self.process = ManagedProcess(
+            self.name,
+            argv,
+            log_path=log_path,
+            on_line=lambda line: self._events.publish(RunnerLogLine(self.name, line)),
+        )
+        log.debug("starting %s: %s", self.name, " ".join(argv))
+        try:
+            await self.process.spawn()
+        except OSError as exc:
+            raise RunnerFailedError(self.name, f"cannot execute {binary}: {exc}") from exc
+        exit_waiter = asyncio.get_running_loop().create_task(
+            self.process.wait(), name=f"exit:{self.name}"
+        )
+        try:
+            await self._wait_healthy(exit_waiter, load_timeout)
+        except BaseException:
+            exit_waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exit_waiter
+            raise
+        self.loaded_at = time.time()
+        self._watch_task = asyncio.get_running_loop().create_task(
+            self._watch_exit(exit_waiter), name=f"watch:{self.name}"
+        )
+
+    async def _wait_healthy(self, exit_waiter: asyncio.Task[int], load_timeout: float) -> None:
+        assert self.process is not None
+        url = f"{self.base_url}/health"
+        last_status: int | None = None
+        last_progress = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=2)
+        while True:
+            done, _ = await asyncio.wait({exit_waiter}, timeout=HEALTH_POLL_INTERVAL)
+            if done:
+                code = exit_waiter.result()
+                raise RunnerFailedError(
+                    self.name, "llama-server exited while loading", exit_code=code,
+                    tail=self.process.tail(),
+                )
+            status: int | None
+            try:
+                async with self._http.get(url, timeout=timeout) as resp:
+                    status = resp.status
+                    await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                status = None
+            if status == 200:
+                return
+            now = time.monotonic()
+            if status != last_status:
+                last_status = status
+                last_progress = now
+            # A slow load that keeps logging is making progress; only silence is fatal.
+            quiet_for = now - max(last_progress, self.process.last_output_at)
+            if quiet_for > load_timeout:
+                await self.process.stop(grace=0)
+                raise RunnerFailedError(
+                    self.name,
+                    f"no progress while loading for {load_timeout:g}s "
+                    "(scheduler.load_timeout)",
+                    tail=self.process.tail(),
+                )
+
+    async def _watch_exit(self, exit_waiter: asyncio.Task[int]) -> None:
+        code = await exit_waiter
+        if self.state is RunnerState.READY:
+            assert self.process is not None
+            self.last_error = RunnerFailedError(
+                self.name, "llama-server exited unexpectedly", exit_code=code,
+                tail=self.process.tail(),
+            )
+            # Reap the rest of the tree (a grandchild may survive its parent).
+            await self.process.stop(grace=0)
+            self.set_state(RunnerState.FAILED, f"exited with code {code}")
+            self._on_unexpected_exit(self)
+
+    async def stop(self, grace: float) -> None:
+        """Stop the process tree; the caller moves the state to STOPPING first."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        if self.process is not None:
+            await self.process.stop(grace)
+        self.loaded_at = None
+
+    def describe_argv(self) -> Sequence[str]:
+        return self.process.argv if self.process else []

@@ -1,0 +1,1 @@
+"""Stand-ins for llama-server that tests can start as real child processes."""

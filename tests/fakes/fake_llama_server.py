@@ -29,6 +29,7 @@ Deliberate simplifications: token counts are word counts, generated text is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -42,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NoReturn
 
 BUILD_INFO = "b0-unknown"
 N_EMBD = 64  # the tiny test model's width, so embedding vectors look like the recording
@@ -202,7 +203,7 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
-def _die_usage(message: str) -> None:
+def _die_usage(message: str) -> NoReturn:
     # llama-server prints the bad argument and exits 1 before doing anything else.
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
@@ -219,7 +220,8 @@ class Log:
 
     def __call__(self, level: str, text: str) -> None:
         us = int((time.monotonic() - self._t0) * 1_000_000)
-        stamp = f"{us // 60_000_000}.{us // 1_000_000 % 60:02d}.{us // 1000 % 1000:03d}.{us % 1000:03d}"
+        minutes, seconds = us // 60_000_000, us // 1_000_000 % 60
+        stamp = f"{minutes}.{seconds:02d}.{us // 1000 % 1000:03d}.{us % 1000:03d}"
         with self._lock:
             try:
                 sys.stderr.write(f"{stamp} {level} {text}\n")
@@ -281,6 +283,7 @@ class Generation:
     n_prompt: int
     texts: list[str]
     finish_reason: str
+    task: int = 0
     t_start: float = field(default_factory=time.monotonic)
     t_first: float = 0.0
     t_end: float = 0.0
@@ -339,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # llama-server at default verbosity does not log requests
 
     def version_string(self) -> str:
@@ -432,13 +435,15 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_json()
         if body is None:
             return
+        if not isinstance(body, dict):
+            self._send_json(400, _error_body(400, "request body must be a JSON object"))
+            return
         if not self.server.ready.is_set():
             self._send_json(503, _LOADING_BODY)
             return
-        try:
+        # The client may go away mid-response (a cancelled request); nothing to clean up.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             handler(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # client went away mid-response, as happens on cancel
 
     # -- generation -------------------------------------------------------------------
 
@@ -457,10 +462,9 @@ class Handler(BaseHTTPRequestHandler):
         finish = "length" if limit is not None and n == limit else "stop"
         gen = Generation(n_prompt=_count_tokens(prompt_text), texts=chunk_texts(n),
                          finish_reason=finish)
-        task = self.server.next_task()
-        self.server.log("I", f"slot launch_slot_: id  0 | task {task} | processing task, "
+        gen.task = self.server.next_task()
+        self.server.log("I", f"slot launch_slot_: id  0 | task {gen.task} | processing task, "
                              "is_child = 0")
-        gen.t_first = gen.t_start
         if opts.first_token_delay > 0:
             time.sleep(opts.first_token_delay)
         gen.t_first = time.monotonic()
@@ -478,8 +482,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _log_timings(self, gen: Generation) -> None:
         t = gen.timings()
-        log = self.server.log
-        task = self.server.task_id
+        log, task = self.server.log, gen.task
         log("I", f"slot print_timing: id  0 | task {task} | prompt eval time = "
                  f"{t['prompt_ms']:10.2f} ms / {t['prompt_n']:5d} tokens")
         log("I", f"slot print_timing: id  0 | task {task} |        eval time = "

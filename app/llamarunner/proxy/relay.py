@@ -34,7 +34,8 @@ def upstream_session() -> aiohttp.ClientSession:
     trust_env=False: HTTP(S)_PROXY from the user's environment must never capture
     loopback traffic to our own children.
     """
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, enable_cleanup_closed=False)
+    # llama-server closes idle keep-alive connections after 5 s; drop ours sooner.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, timeout=UPSTREAM_TIMEOUT, auto_decompress=False
     )
@@ -61,13 +62,22 @@ def sse_error_event(message: str, code: str = "upstream_error") -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+# Failures that mean a pooled keep-alive connection was already closed by llama-server
+# (its HTTP library drops connections after streamed responses and idle periods without
+# always saying so). The request never reached it, so sending it again is safe.
+_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
 async def open_upstream(
     http: aiohttp.ClientSession, lease: Lease, path: str, body: bytes
 ) -> aiohttp.ClientResponse:
+    url = lease.base_url + path
+    headers = {"Content-Type": "application/json"}
     try:
-        return await http.post(
-            lease.base_url + path, data=body, headers={"Content-Type": "application/json"}
-        )
+        try:
+            return await http.post(url, data=body, headers=headers)
+        except _STALE_CONNECTION_ERRORS:
+            return await http.post(url, data=body, headers=headers)
     except aiohttp.ClientError as exc:
         raise UpstreamError(
             f"cannot reach llama-server for model '{lease.runner.name}': {exc}"

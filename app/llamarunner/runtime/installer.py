@@ -41,7 +41,9 @@ METADATA_SCHEMA = 1
 SERVER_TARGET = "llama-server"
 
 # Only the server is built; CURL/OpenSSL off means no -dev packages are needed and the
-# runner only ever loads local files; static libs give one relocatable binary.
+# runner only ever loads local files; static libs give one relocatable binary. GGML_NATIVE
+# stays at its default (ON, -march=native): right for a per-machine cache, wrong for a
+# binary shipped to other CPUs, which must be built with -DGGML_NATIVE=OFF instead.
 DEFAULT_CMAKE_FLAGS: tuple[str, ...] = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DLLAMA_BUILD_TESTS=OFF",
@@ -462,6 +464,8 @@ def adopt_runtime(
         run=runner or run_command,
         emit=emit,
         force=force,
+        # The binary was built before we saw it; its mtime is the best build date we have.
+        built_at=datetime.fromtimestamp(binary.stat().st_mtime, UTC),
     )
 
 
@@ -600,6 +604,7 @@ def _commit_to_cache(
     run: CommandRunner,
     emit: ProgressCallback,
     force: bool,
+    built_at: datetime | None = None,
 ) -> Path:
     """Stage the binary + runtime.json, smoke-test it, then rename the folder into place."""
     root = cache_root()
@@ -607,6 +612,9 @@ def _commit_to_cache(
     final = runtime_dir(version)
     # Staging lives inside the cache root so the final rename never crosses filesystems.
     staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{final.name}-", dir=root))
+    # mkdtemp makes 0700 folders; a cache shared through $LLAMARUNNER_CACHE_DIR must be
+    # readable by the other users who run the binary.
+    staging.chmod(0o755)
     try:
         emit(ProgressEvent(InstallStep.INSTALL, None, f"copying llama-server into {final}"))
         staged_binary = staging / "bin" / server_executable_name()
@@ -617,7 +625,11 @@ def _commit_to_cache(
         )
         reported = _smoke_test(staged_binary, run, emit)
         metadata = build_metadata(
-            version, source=source, cmake_flags=cmake_flags, reported_version=reported
+            version,
+            source=source,
+            cmake_flags=cmake_flags,
+            reported_version=reported,
+            built_at=built_at,
         )
         (staging / METADATA_FILE).write_text(
             json.dumps(metadata, indent=2) + "\n", encoding="utf-8"

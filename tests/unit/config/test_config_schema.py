@@ -191,7 +191,7 @@ RULES: list[tuple[str, str, int, str]] = [
     ('{"models": {"m": {\n  "path": ""\n}}}', "models.m.path", 2, "must not be empty"),
     ('{"models": {"m": {\n  "path": 5\n}}}', "models.m.path", 2, "must be a string"),
     ('{"models": {\n  "a/b": {"path": "x"}\n}}', "models.a/b", 2, "cannot contain '/'"),
-    ('{"models": {\n  "a\\\\b": {"path": "x"}\n}}', 'models.a\\b', 2, "cannot contain"),
+    ('{"models": {\n  "a\\\\b": {"path": "x"}\n}}', "models.a\\b", 2, "cannot contain"),
     ('{"models": {\n  "": {"path": "x"}\n}}', 'models.""', 2, "needs a name"),
     ('{"models": {\n  "   ": {"path": "x"}\n}}', 'models."   "', 2, "needs a name"),
     ('{"models": {"m": {"path": "x",\n  "runtime": "gpu"\n}}}', "models.m.runtime", 2, "'gpu'"),

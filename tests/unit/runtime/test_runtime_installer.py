@@ -606,6 +606,12 @@ def test_adopt_runtime_caches_a_prebuilt_binary(tmp_path: Path, sdist: Path) -> 
     meta = json.loads((result.parent.parent / "runtime.json").read_text())
     assert meta["reported_version"] == REPORTED  # from really running the script
     assert meta["source"]["sha256"] == hashlib.sha256(sdist.read_bytes()).hexdigest()
+    os.utime(built, (1_700_000_000, 1_700_000_000))
+    adopt_runtime(built, VERSION, force=True)
+    meta = json.loads((result.parent.parent / "runtime.json").read_text())
+    assert meta["built_at"] == "2023-11-14T22:13:20Z"  # the binary's mtime, not "now"
+    assert meta["source"] == {"sdist": None, "sha256": None}
+    assert oct(result.parent.parent.stat().st_mode & 0o777) == "0o755"
     found = find_runtime("llama-server")
     assert (found.path, found.source, found.version) == (result, "cache", VERSION)
     # Idempotent like install_runtime.

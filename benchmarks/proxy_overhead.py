@@ -1,0 +1,304 @@
+"""What the proxy adds on top of llama-server: the same requests direct and through it.
+
+Runs in one process on one machine, alternating direct and proxied requests so that noise
+hits both sides alike, and reports differences against the direct baseline:
+
+- non-streaming requests: added latency, p50 and p99;
+- streaming: added latency per chunk and tokens/s through the proxy vs direct;
+- cold start: time to first byte for an unloaded model through the proxy, minus
+  llama-server's own spawn-to-healthy time plus its warm time to first byte.
+
+Usage: python benchmarks/proxy_overhead.py [--model PATH] [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llamarunner.runtime.resolver import resolve_runtime  # noqa: E402
+from tests.support.tiny_gguf import write_tiny_gguf  # noqa: E402
+
+ARGS = {"ctx-size": 512, "threads": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.2f} ms"
+
+
+class DirectServer:
+    """llama-server started by hand with the same flags the runner would use."""
+
+    def __init__(self, binary: Path, model: Path) -> None:
+        self.binary = binary
+        self.model = model
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        flags: list[str] = []
+        for key, value in ARGS.items():
+            flags += [f"--{key}", str(value)]
+        return [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
+                "-m", str(self.model), *flags]
+
+    async def start(self, http: aiohttp.ClientSession) -> float:
+        """Spawn and poll /health; returns spawn-to-healthy seconds."""
+        self.port = free_port()
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                async with http.get(f"{self.url}/health") as resp:
+                    if resp.status == 200:
+                        return time.perf_counter() - started
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.005)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class Proxy:
+    """`llamarunner --headless` in its own process, as users run it."""
+
+    def __init__(self, binary: Path, model: Path, workdir: Path) -> None:
+        self.port = free_port()
+        config = {
+            "proxies": {"ollama": {"enabled": False},
+                        "lmstudio": {"host": "127.0.0.1", "port": self.port}},
+            "runtimes": {"default": {"path": str(binary)}},
+            "models": {
+                "warm": {"path": str(model), "args": ARGS, "ttl": -1},
+                "cold": {"path": str(model), "args": ARGS, "ttl": 0},
+            },
+            "model_dirs": [str(workdir / "none")],
+            "scheduler": {"max_loaded_models": 2},
+        }
+        self.config_path = workdir / "config.json"
+        self.config_path.write_text(json.dumps(config))
+        env = {**os.environ, "LLAMARUNNER_DATA_DIR": str(workdir / "data"),
+               "LLAMARUNNER_LOG_DIR": str(workdir / "logs")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llamarunner", "--headless", "--log-level", "WARNING",
+             "--config", str(self.config_path)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def wait_listening(self, http: aiohttp.ClientSession) -> None:
+        for _ in range(500):
+            try:
+                async with http.get(f"{self.url}/v1/models") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.02)
+        raise RuntimeError("the proxy did not start listening")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def chat(model: str, *, stream: bool, max_tokens: int) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": max_tokens, "stream": stream, "temperature": 0,
+            "ignore_eos": True}
+
+
+async def timed_request(http: aiohttp.ClientSession, url: str, body: dict[str, Any]
+                        ) -> tuple[float, float, list[float]]:
+    # llama-server drops some keep-alive connections silently; like the proxy, try once more.
+    try:
+        return await _timed_request(http, url, body)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return await _timed_request(http, url, body)
+
+
+async def _timed_request(http: aiohttp.ClientSession, url: str, body: dict[str, Any]
+                         ) -> tuple[float, float, list[float]]:
+    """(total seconds, seconds to first byte, arrival time of each streamed event)."""
+    started = time.perf_counter()
+    first = 0.0
+    arrivals: list[float] = []
+    async with http.post(url + "/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.content:
+            now = time.perf_counter()
+            if not first:
+                first = now - started
+            if line.startswith(b"data: {"):
+                arrivals.append(now)
+    return time.perf_counter() - started, first, arrivals
+
+
+async def bench_non_streaming(http: aiohttp.ClientSession, direct: str, proxy: str,
+                              rounds: int) -> dict[str, float]:
+    direct_t: list[float] = []
+    proxy_t: list[float] = []
+    for i in range(rounds):
+        order = [(direct, direct_t), (proxy, proxy_t)]
+        for url, sink in order if i % 2 else reversed(order):
+            total, _, _ = await timed_request(http, url, chat("warm", stream=False,
+                                                              max_tokens=1))
+            sink.append(total)
+    return {
+        "direct_p50": percentile(direct_t, 50), "proxy_p50": percentile(proxy_t, 50),
+        "direct_p99": percentile(direct_t, 99), "proxy_p99": percentile(proxy_t, 99),
+        "added_p50": percentile(proxy_t, 50) - percentile(direct_t, 50),
+        "added_p99": percentile(proxy_t, 99) - percentile(direct_t, 99),
+    }
+
+
+async def bench_streaming(http: aiohttp.ClientSession, direct: str, proxy: str,
+                          rounds: int) -> dict[str, float]:
+    # Measured on whole streams: the proxy may hand several events to the client in one
+    # read, so per-event arrival gaps would flatter it.
+    per_chunk: dict[str, list[float]] = {"direct": [], "proxy": []}
+    rates: dict[str, list[float]] = {"direct": [], "proxy": []}
+    for i in range(rounds):
+        order = [("direct", direct), ("proxy", proxy)]
+        for side, url in order if i % 2 else reversed(order):
+            total, _, arrivals = await timed_request(http, url, chat("warm", stream=True,
+                                                                     max_tokens=128))
+            per_chunk[side].append(total / max(1, len(arrivals)))
+            rates[side].append(len(arrivals) / total)
+    return {
+        "added_per_chunk_p50": statistics.median(per_chunk["proxy"])
+        - statistics.median(per_chunk["direct"]),
+        "direct_tps": statistics.median(rates["direct"]),
+        "proxy_tps": statistics.median(rates["proxy"]),
+    }
+
+
+async def bench_cold(http: aiohttp.ClientSession, binary: Path, model: Path, proxy: str,
+                     rounds: int) -> dict[str, float]:
+    own_start: list[float] = []
+    direct_first: list[float] = []
+    proxy_first: list[float] = []
+    for _ in range(rounds):
+        server = DirectServer(binary, model)
+        try:
+            own_start.append(await server.start(http))
+            _, first, _ = await timed_request(http, server.url,
+                                              chat("cold", stream=True, max_tokens=4))
+            direct_first.append(first)
+        finally:
+            server.stop()
+        # "cold" has ttl 0: the proxy unloads it right after each request.
+        await asyncio.sleep(0.5)
+        _, first, _ = await timed_request(http, proxy, chat("cold", stream=True, max_tokens=4))
+        proxy_first.append(first)
+        await asyncio.sleep(0.5)
+    baseline = statistics.median(own_start) + statistics.median(direct_first)
+    return {
+        "llama_server_start_to_healthy_p50": statistics.median(own_start),
+        "direct_warm_first_byte_p50": statistics.median(direct_first),
+        "proxy_cold_first_byte_p50": statistics.median(proxy_first),
+        "added_cold_p50": statistics.median(proxy_first) - baseline,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None,
+                        help="GGUF to use (default: a generated tiny model)")
+    parser.add_argument("--requests", type=int, default=200,
+                        help="non-streaming rounds (each is one direct + one proxied request)")
+    parser.add_argument("--streams", type=int, default=30)
+    parser.add_argument("--cold", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    binary = resolve_runtime("llama-server")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model = args.model or write_tiny_gguf(workdir / "tiny.gguf")
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as http:
+            direct = DirectServer(binary, model)
+            proxy = Proxy(binary, model, workdir)
+            try:
+                await direct.start(http)
+                await proxy.wait_listening(http)
+                # Warm both sides up (connections, caches, the proxied runner itself).
+                for _ in range(5):
+                    await timed_request(http, direct.url, chat("warm", stream=False,
+                                                               max_tokens=1))
+                    await timed_request(http, proxy.url, chat("warm", stream=False,
+                                                              max_tokens=1))
+                results = {
+                    "non_streaming": await bench_non_streaming(http, direct.url, proxy.url,
+                                                               args.requests),
+                    "streaming": await bench_streaming(http, direct.url, proxy.url,
+                                                       args.streams),
+                    "cold_start": await bench_cold(http, binary, model, proxy.url, args.cold),
+                }
+            finally:
+                direct.stop()
+                proxy.stop()
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    ns, st, cold = results["non_streaming"], results["streaming"], results["cold_start"]
+    print(f"model: {args.model or 'generated tiny llama'}; llama-server: {binary}")
+    print("non-streaming (chat, 1 token):")
+    print(f"  direct p50 {ms(ns['direct_p50'])}  proxy p50 {ms(ns['proxy_p50'])}"
+          f"  added p50 {ms(ns['added_p50'])}")
+    print(f"  direct p99 {ms(ns['direct_p99'])}  proxy p99 {ms(ns['proxy_p99'])}"
+          f"  added p99 {ms(ns['added_p99'])}")
+    print("streaming (chat, 128 tokens):")
+    print(f"  added per chunk p50 {ms(st['added_per_chunk_p50'])}")
+    print(f"  tokens/s direct {st['direct_tps']:.0f}  proxy {st['proxy_tps']:.0f}"
+          f"  ratio {st['proxy_tps'] / st['direct_tps']:.3f}")
+    print("cold start:")
+    print(f"  llama-server spawn-to-healthy p50 {ms(cold['llama_server_start_to_healthy_p50'])}")
+    print(f"  direct warm first byte p50        {ms(cold['direct_warm_first_byte_p50'])}")
+    print(f"  proxy cold first byte p50         {ms(cold['proxy_cold_first_byte_p50'])}")
+    print(f"  added by the proxy p50            {ms(cold['added_cold_p50'])}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

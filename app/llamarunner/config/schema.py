@@ -562,13 +562,15 @@ def _parse_proxies(checker: _Checker, data: Mapping[str, Any]) -> dict[str, Prox
         result[name] = ProxyConfig(
             enabled=checker.boolean(entry, "enabled", entry_path, base.enabled),
             host=checker.string(entry, "host", entry_path, base.host),
+            # 0 asks the OS for any free port (tests run listeners side by side that way).
             port=checker.integer(entry, "port", entry_path, base.port, 0, 65535),
         )
     ollama, lmstudio = result[defaults.OLLAMA], result[defaults.LMSTUDIO]
     same_address = ollama.host == lmstudio.host or bool(
         {ollama.host, lmstudio.host} & _WILDCARD_HOSTS
     )
-    if ollama.enabled and lmstudio.enabled and ollama.port == lmstudio.port and same_address:
+    clash = ollama.port == lmstudio.port != 0 and same_address
+    if ollama.enabled and lmstudio.enabled and clash:
         # Only one listener can bind an address; the second would fail at start-up.
         checker.problem(
             (*path, defaults.LMSTUDIO, "port"),

@@ -98,7 +98,7 @@ def test_build_argv(args: dict[str, ArgValue], argv: list[str]) -> None:
 
 def test_build_argv_rejects_bools_in_lists() -> None:
     with pytest.raises(ValueError, match="inside a list"):
-        build_argv({"lora": [True]})  # type: ignore[list-item]
+        build_argv({"lora": [True]})
 
 
 def test_build_argv_rejects_non_finite() -> None:

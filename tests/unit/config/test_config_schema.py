@@ -159,12 +159,17 @@ RULES: list[tuple[str, str, int, str]] = [
     ('{\n  "proxies": []\n}', "proxies", 2, "must be an object"),
     ('{"proxies": {\n  "vllm": {}\n}}', "proxies.vllm", 2, "unknown proxy"),
     ('{"proxies": {\n  "ollama": 5\n}}', "proxies.ollama", 2, "must be an object"),
-    ('{"proxies": {"ollama": {\n  "port": 0\n}}}', "proxies.ollama.port", 2, "between 1 and 65535"),
+    (
+        '{"proxies": {"ollama": {\n  "port": -1\n}}}',
+        "proxies.ollama.port",
+        2,
+        "between 0 and 65535",
+    ),
     (
         '{"proxies": {"ollama": {\n  "port": 65536\n}}}',
         "proxies.ollama.port",
         2,
-        "between 1 and 65535, not 65536",
+        "between 0 and 65535, not 65536",
     ),
     ('{"proxies": {"ollama": {\n  "port": "11434"\n}}}', "proxies.ollama.port", 2, "whole number"),
     ('{"proxies": {"ollama": {\n  "port": 11434.0\n}}}', "proxies.ollama.port", 2, "whole number"),
@@ -295,6 +300,8 @@ def test_each_rule_reports_path_and_line(text: str, path: str, line: int, messag
         {"proxies": {"ollama": {"enabled": False}, "lmstudio": {"port": 11434}}},
         {"proxies": {"ollama": {"host": "127.0.0.1"}, "lmstudio": {"host": "::1", "port": 11434}}},
         {"proxies": {"ollama": {"port": 1}, "lmstudio": {"port": 65535}}},
+        # 0 = any free port, so two of them do not clash.
+        {"proxies": {"ollama": {"port": 0}, "lmstudio": {"port": 0}}},
         {"models": {"Qwen3 14B": {"path": "/q.gguf", "alias": ["qwen/qwen3-14b"]}}},
         {"models": {"qwen2.5:7b": {"path": "/q.gguf"}}},
         {"models": {"m": {"path": "/m.gguf", "alias": ["m", "m", "x"]}}},
@@ -315,7 +322,7 @@ def test_every_problem_is_reported_together() -> None:
         """\
         {
           "proxies": {
-            "ollama": {"port": 0}
+            "ollama": {"port": -5}
           },
           "models": {
             "gemma": {
@@ -427,11 +434,11 @@ def test_to_dict_keeps_comment_keys_in_place() -> None:
         "_legacy": {"logging": {"prompt_logging_enabled": False}},
     }
     out = parse_config(data).to_dict()
-    assert list(out)[0] == "$schema"
+    assert next(iter(out)) == "$schema"
     assert out["_legacy"] == {"logging": {"prompt_logging_enabled": False}}
     assert out["models"]["_c"] == "models comment"
     model = out["models"]["m"]
-    assert list(model)[0] == "_why"
+    assert next(iter(model)) == "_why"
     assert model["args"] == {"_c": 1, "ctx-size": 8, "lora": ["a"]}
     assert model["ttl"] == "-1"
     assert model["alias"] == ["mm"]

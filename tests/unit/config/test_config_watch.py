@@ -18,8 +18,29 @@ INTERVAL = 0.01
 WAIT = 5.0
 
 
+# File operations are plain functions: they take microseconds, and keeping them out of the
+# async tests makes clear that the watcher sees them only through its polling.
+
+
 def write(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def rewrite_same_bytes(path: Path) -> None:
+    path.write_bytes(path.read_bytes())
+    os.utime(path)
+
+
+def file_stat(path: Path) -> os.stat_result:
+    return path.stat()
+
+
+def remove(path: Path) -> None:
+    path.unlink()
 
 
 class Recorder:
@@ -91,7 +112,7 @@ async def test_invalid_edit_is_reported_once_and_watching_goes_on(
 ) -> None:
     store, recorder = watched
     before = store.config
-    path.write_text('{"models": {"m": }}', encoding="utf-8")
+    write_text(path, '{"models": {"m": }}')
     await recorder.wait_for(lambda: bool(recorder.errors))
     assert isinstance(recorder.errors[0], ConfigSyntaxError)
     await polls()
@@ -122,8 +143,7 @@ async def test_touching_without_changing_content_is_ignored(
     path: Path, watched: tuple[ConfigStore, Recorder]
 ) -> None:
     _, recorder = watched
-    path.write_bytes(path.read_bytes())
-    os.utime(path)
+    rewrite_same_bytes(path)
     await polls(20)
     assert recorder.changes == [] and recorder.errors == []
 
@@ -134,11 +154,11 @@ async def test_same_size_edit_within_one_mtime_tick_is_seen(
     _, recorder = watched
     write(path, {"model_dirs": ["/aaaa"]})
     await recorder.wait_for(lambda: len(recorder.changes) == 1)
-    info = path.stat()
+    info = file_stat(path)
     write(path, {"model_dirs": ["/bbbb"]})
     # Same size and the same mtime, as on a file system with coarse timestamps.
     os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
-    assert path.stat().st_size == info.st_size
+    assert file_stat(path).st_size == info.st_size
     await recorder.wait_for(lambda: len(recorder.changes) == 2)
     assert recorder.changes[1].model_dirs == ("/bbbb",)
 
@@ -148,7 +168,7 @@ async def test_a_missing_file_is_not_an_error(
 ) -> None:
     store, recorder = watched
     before = store.config
-    path.unlink()
+    remove(path)
     await polls(20)
     assert recorder.changes == [] and recorder.errors == []
     assert store.config == before
@@ -161,14 +181,15 @@ async def test_async_handler_is_awaited_and_failures_do_not_stop_watching(path: 
     store = ConfigStore(path)
     store.load()
     seen: list[Config] = []
-    done = asyncio.Event()
+    first, second = asyncio.Event(), asyncio.Event()
 
     async def on_change(config: Config) -> None:
         await asyncio.sleep(0)
         seen.append(config)
         if len(seen) == 1:
+            first.set()
             raise RuntimeError("subscriber bug")
-        done.set()
+        second.set()
 
     def on_error(error: ConfigError) -> None:
         raise AssertionError(error)
@@ -176,19 +197,14 @@ async def test_async_handler_is_awaited_and_failures_do_not_stop_watching(path: 
     task = asyncio.create_task(store.watch(on_change, on_error, interval=INTERVAL))
     try:
         write(path, {"model_dirs": ["/one"]})
-        await asyncio.wait_for(_until(lambda: len(seen) == 1), WAIT)
+        await asyncio.wait_for(first.wait(), WAIT)
         write(path, {"model_dirs": ["/two", "/three"]})
-        await asyncio.wait_for(done.wait(), WAIT)
+        await asyncio.wait_for(second.wait(), WAIT)
         assert [c.model_dirs for c in seen] == [("/one",), ("/two", "/three")]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(INTERVAL)
 
 
 async def test_cancel_stops_the_watcher(path: Path) -> None:
@@ -209,7 +225,7 @@ def test_poll_reports_a_stable_invalid_edit_once(path: Path) -> None:
     store = ConfigStore(path)
     store.load()
     assert store._poll() is None
-    path.write_text("{", encoding="utf-8")
+    write_text(path, "{")
     assert store._poll() is None  # seen once: may be an editor half-way through writing
     error = store._poll()
     assert isinstance(error, ConfigSyntaxError)
@@ -223,7 +239,7 @@ def test_poll_reports_a_stable_invalid_edit_once(path: Path) -> None:
 def test_poll_skips_a_half_written_file(path: Path) -> None:
     store = ConfigStore(path)
     store.load()
-    path.write_text('{"model_dirs": ["/x"', encoding="utf-8")
+    write_text(path, '{"model_dirs": ["/x"')
     assert store._poll() is None
     write(path, {"model_dirs": ["/x"]})
     config = store._poll()
@@ -232,7 +248,7 @@ def test_poll_skips_a_half_written_file(path: Path) -> None:
 
 
 def test_poll_after_a_failed_load_does_not_repeat_the_error(path: Path) -> None:
-    path.write_text("{", encoding="utf-8")
+    write_text(path, "{")
     store = ConfigStore(path)
     with pytest.raises(ConfigSyntaxError):
         store.load()

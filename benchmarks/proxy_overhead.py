@@ -32,8 +32,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llamarunner.runtime.resolver import resolve_runtime  # noqa: E402
 from tests.support.tiny_gguf import write_tiny_gguf  # noqa: E402
+
+from llamarunner.runtime.resolver import resolve_runtime  # noqa: E402
 
 ARGS = {"ctx-size": 512, "threads": 1}
 
@@ -75,7 +76,7 @@ class DirectServer:
         """Spawn and poll /health; returns spawn-to-healthy seconds."""
         self.port = free_port()
         started = time.perf_counter()
-        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL,  # noqa: ASYNC220
                                      stderr=subprocess.DEVNULL)
         while True:
             try:

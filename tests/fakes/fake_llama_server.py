@@ -20,6 +20,7 @@ the fake has no use for. Fault switches (all optional):
 ``--fault-chunks N``               tokens to generate (default 8; ``max_tokens`` caps it)
 ``--fault-http-status CODE``       completion endpoints answer CODE with an error body
 ``--fault-fork-grandchild``        spawn a sleeping grandchild in the same process group
+                                   (it outlives the fake unless the group is killed)
 ``--fault-record-argv PATH``       write ``{"pid", "argv", "grandchild_pid"}`` JSON to PATH
 
 Deliberate simplifications: token counts are word counts, generated text is
@@ -36,6 +37,7 @@ import math
 import os
 import secrets
 import signal
+import socketserver
 import string
 import subprocess
 import sys
@@ -320,6 +322,7 @@ class Generation:
 
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck stream must never keep the process alive
+    request_queue_size = 128  # the default 5 refuses bursts of parallel test clients
 
     def __init__(self, opts: Options, log: Log) -> None:
         self.opts = opts
@@ -328,6 +331,13 @@ class FakeServer(ThreadingHTTPServer):
         self.task_id = 0
         self.task_lock = threading.Lock()
         super().__init__((opts.host, opts.port), Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind() calls socket.getfqdn(), a reverse DNS lookup that can
+        # take seconds on a badly configured resolver; the fake never needs the name.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def next_task(self) -> int:
         with self.task_lock:
@@ -387,9 +397,23 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _read_json(self) -> Any:
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # A relay that streams the request body sends it chunked; cpp-httplib accepts it.
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _read_json(self) -> Any:
+        raw = self._read_body()
         try:
             return json.loads(raw or b"{}")
         except ValueError as exc:
@@ -428,7 +452,7 @@ class Handler(BaseHTTPRequestHandler):
         }
         handler = routes.get(path)
         if handler is None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._read_body()
             self._send_json(404 if self.server.ready.is_set() else 503,
                             _NOT_FOUND_BODY if self.server.ready.is_set() else _LOADING_BODY)
             return
@@ -540,7 +564,7 @@ class Handler(BaseHTTPRequestHandler):
             })
             return
         events = [[chunk({"content": text})] for text in gen.texts]
-        # The first write carries the role delta and the first token together (recorded).
+        # llama-server sends the role delta and the first token in one write (format_oai_sse).
         role = chunk({"role": "assistant", "content": None})
         if events:
             events[0].insert(0, role)

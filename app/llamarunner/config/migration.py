@@ -1,39 +1,4 @@
-"""Convert a config.json of the original llama-runner project into this app's format.
-
-The old format (llama-runner, `~/.llama-runner/config.json`) looked like::
-
-    {"llama-runtimes": {"default": {"runtime": "llama-server", "supports_tools": true},
-                        "old": "/opt/llama-server"},
-     "default_runtime": "llama-server", "concurrentRunners": 1,
-     "proxies": {"ollama": {"enabled": true}, "lmstudio": {"enabled": true, "api_key": null}},
-     "logging": {"prompt_logging_enabled": false}, "audio": {...},
-     "models": {"Qwen3 14B": {"model_path": "/m/qwen.gguf", "llama_cpp_runtime": "default",
-                              "model_id": "qwen3-14b", "has_tools": true,
-                              "parameters": {"ctx_size": 26000, "flash-attn": true}}}}
-
-How each setting is carried over:
-
-- `llama-runtimes.NAME` (a command string, or `{"runtime": ...}`) -> `runtimes.NAME.path`.
-- `default_runtime` was the command used when a model's runtime name was not defined; such
-  models get a runtime of that name pointing at that command, and "default" is created from
-  it when missing.
-- `models.NAME.model_path` -> `path`, `llama_cpp_runtime` -> `runtime` (default "default").
-- `parameters` -> `args`, with "_" turned into "-" in flag names exactly as the old runner
-  did when it built the command line (`ctx_size` -> `--ctx-size`).
-- `model_id` was the id the LM Studio API showed and accepted for the model, while the
-  Ollama side and the old UI used the config key. The key stays the model's name (so
-  existing clients and scripts keep working) and `model_id` becomes an alias, so requests
-  using it still reach the model.
-- A model name containing "/" or "\\" (not allowed here) is renamed with "-" and the old
-  name becomes an alias.
-- `concurrentRunners` -> `scheduler.max_loaded_models`. The old proxies used the fixed
-  ports 11434 and 1234, which are this app's defaults.
-
-Nothing is dropped: every setting without an equivalent (`supports_tools`, `has_tools`,
-`api_key`, `logging`, `audio`, runner-owned parameters such as a fixed `port`, entries the old
-app itself skipped as invalid, ...) is kept verbatim under `_legacy`, mirroring where it was
-in the old file, e.g. `_legacy.models["Qwen3 14B"].has_tools`.
-"""
+"""Convert a config.json of the original llama-runner project into this app's format."""
 
 from __future__ import annotations
 
@@ -327,6 +292,38 @@ class _Migration:
 def migrate_legacy(data: Mapping[str, Any]) -> dict[str, Any]:
     """The old llama-runner config converted to this app's format; the input is not changed.
 
-    See the module docstring for where each old setting goes.
+    The old format (llama-runner, `~/.llama-runner/config.json`) looked like::
+
+        {"llama-runtimes": {"default": {"runtime": "llama-server", "supports_tools": true},
+                            "older": "/opt/older/llama-server"},
+         "default_runtime": "llama-server", "concurrentRunners": 1,
+         "proxies": {"ollama": {"enabled": true}, "lmstudio": {"enabled": true, "api_key": null}},
+         "logging": {"prompt_logging_enabled": false}, "audio": {...},
+         "models": {"My Model": {"model_path": "/m/my-model.gguf", "llama_cpp_runtime": "older",
+                                 "model_id": "my-model", "has_tools": true,
+                                 "parameters": {"ctx_size": 8192, "no_mmap": true}}}}
+
+    How each setting is carried over:
+
+    - `llama-runtimes.NAME` (a command string, or `{"runtime": ...}`) -> `runtimes.NAME.path`.
+    - `default_runtime` was the command used when a model's runtime name was not defined; such
+      models get a runtime of that name pointing at that command, and "default" is created from
+      it when missing.
+    - `models.NAME.model_path` -> `path`, `llama_cpp_runtime` -> `runtime` (default "default").
+    - `parameters` -> `args`, with "_" turned into "-" in flag names exactly as the old runner
+      did when it built the command line (`ctx_size` -> `--ctx-size`).
+    - `model_id` was the id the LM Studio API showed and accepted for the model, while the
+      Ollama side and the old UI used the config key. The key stays the model's name (so
+      existing clients and scripts keep working) and `model_id` becomes an alias, so requests
+      using it still reach the model.
+    - A model name containing "/" or "\\" (not allowed here) is renamed with "-" and the old
+      name becomes an alias.
+    - `concurrentRunners` -> `scheduler.max_loaded_models`. The old proxies used the fixed
+      ports 11434 and 1234, which are this app's defaults.
+
+    Nothing is dropped: every setting without an equivalent (`supports_tools`, `has_tools`,
+    `api_key`, `logging`, `audio`, runner-owned parameters such as a fixed `port`, entries the old
+    app itself skipped as invalid, ...) is kept verbatim under `_legacy`, mirroring where it was
+    in the old file, e.g. `_legacy.models["My Model"].has_tools`.
     """
     return _Migration(data).run()

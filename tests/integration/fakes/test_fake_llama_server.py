@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import itertools
 import json
 import os
 import re
@@ -409,6 +408,35 @@ def test_max_tokens_and_fault_chunks_decide_the_length(start_fake: StartFake) ->
     assert chat(five, max_tokens=9) == ("".join(chunk_texts(5)), "stop")
 
 
+def test_a_chunked_request_body_is_read(start_fake: StartFake) -> None:
+    fake = start_fake()
+    conn = http.client.HTTPConnection(HOST, fake.port, timeout=10)
+    try:
+        data = json.dumps({**CHAT, "max_tokens": 2}).encode()
+        conn.request("POST", "/v1/chat/completions", body=iter([data[:10], data[10:]]),
+                     headers={"Content-Type": "application/json"}, encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert json.loads(resp.read())["usage"]["completion_tokens"] == 2
+    finally:
+        conn.close()
+
+
+async def test_a_client_leaving_mid_stream_does_not_hurt_the_server(
+    start_fake: StartFake,
+) -> None:
+    fake = start_fake("--fault-chunk-interval", "0.1", "--fault-chunks", "20")
+    async with aiohttp.ClientSession() as http, http.post(
+        f"http://{HOST}:{fake.port}/v1/chat/completions", json={**CHAT, "stream": True}
+    ) as resp:
+        await resp.content.readline()
+    # Leaving the block closed the connection after one event.
+    await asyncio.sleep(0.3)
+    assert fake.proc.poll() is None
+    assert fake.request("POST", "/v1/chat/completions", {**CHAT, "max_tokens": 1}).status == 200
+    assert "Traceback" not in fake.log()
+
+
 # ---------------------------------------------------------------------------------------
 # fault switches
 
@@ -496,8 +524,9 @@ async def test_stream_arrives_chunk_by_chunk_with_the_first_token_delay(
                     arrivals.append(time.monotonic() - started)
     assert headers_at >= 0.45
     assert len(arrivals) == 4
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert all(gap >= 0.1 for gap in gaps), gaps
+    # Lower bounds only, so a busy machine cannot fail it: the last token is sent 0.45 s
+    # after the first, and the first one was read long before that.
+    assert arrivals[-1] - arrivals[0] >= 0.4, arrivals
 
 
 def test_first_token_delay_and_interval_also_slow_non_streamed_answers(

@@ -400,7 +400,7 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             # A relay that streams the request body sends it chunked; cpp-httplib accepts it.
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -656,8 +656,9 @@ class Handler(BaseHTTPRequestHandler):
                      "pooling type"))
             return
         raw = body.get("input", body.get("content"))
-        inputs = raw if isinstance(raw, list) else [raw]
-        if raw is None or not all(isinstance(x, str) for x in inputs):
+        items: list[Any] = raw if isinstance(raw, list) else [raw]
+        inputs: list[str] = [x for x in items if isinstance(x, str)]
+        if not inputs or len(inputs) != len(items):
             self._send_json(400, _error_body(400, "\"input\" must be a string or a list of "
                                                   "strings"))
             return

@@ -15,7 +15,7 @@ from types import TracebackType
 
 import aiohttp
 
-from ..config.schema import ModelConfig, SchedulerConfig
+from ..config.schema import ArgValue, ModelConfig, SchedulerConfig
 from ..core.errors import (
     LlamaRunnerError,
     ModelNotFoundError,
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 class _Waiter:
     model: str
     future: asyncio.Future[ModelRunner]
+    overrides: dict[str, ArgValue] | None = None
+
+    def accepts(self, runner: ModelRunner) -> bool:
+        """Whether the running process has the load settings this request asked for."""
+        return self.overrides is None or self.overrides == runner.active_overrides
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class RunnerInfo:
     expires_at: float | None  # wall-clock time of the idle unload; None = never/not loaded
     last_error: str | None
     model_path: str
+    args: Mapping[str, ArgValue]  # what the running process was started with
 
 
 class Lease:
@@ -67,10 +73,11 @@ class Lease:
     def base_url(self) -> str:
         return self.runner.base_url
 
-    def release(self) -> None:
+    def release(self, keep_alive: float | None = None) -> None:
+        """End the request; `keep_alive` (seconds, inf = forever) replaces the model's TTL."""
         if not self._released:
             self._released = True
-            self._manager._release(self.runner)
+            self._manager._release(self.runner, keep_alive)
 
     async def __aenter__(self) -> Lease:
         return self
@@ -180,19 +187,26 @@ class RunnerManager:
     def has_model(self, name: str) -> bool:
         return name in self._runners and name not in self._retired
 
-    async def acquire(self, name: str) -> Lease:
-        """Wait until `name` is ready (starting it if needed) and hold it for one request."""
+    async def acquire(
+        self, name: str, overrides: Mapping[str, ArgValue] | None = None
+    ) -> Lease:
+        """Wait until `name` is ready (starting it if needed) and hold it for one request.
+
+        `overrides` are load-time args (Ollama's num_ctx…); when the running process was
+        started with other ones it is restarted once its running requests finish.
+        """
         if self._closing:
             raise ServiceStoppingError()
         if not self.has_model(name):
             raise ModelNotFoundError(name)
         runner = self._runners[name]
-        if runner.state is RunnerState.READY and not runner.draining:
+        waiter = _Waiter(name, asyncio.get_running_loop().create_future(),
+                         dict(overrides) if overrides is not None else None)
+        if runner.state is RunnerState.READY and not runner.draining and waiter.accepts(runner):
             self._grant(runner)
             return Lease(self, runner, 0.0)
         if len(self._waiters) >= self._scheduler.max_queue:
             raise QueueFullError(self._scheduler.max_queue)
-        waiter = _Waiter(name, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         started = time.monotonic()
         self._pump()
@@ -214,9 +228,10 @@ class RunnerManager:
         runner.last_used = time.monotonic()
         self._cancel_idle_unload(runner)
 
-    def _release(self, runner: ModelRunner) -> None:
+    def _release(self, runner: ModelRunner, keep_alive: float | None = None) -> None:
         runner.inflight -= 1
         runner.last_used = time.monotonic()
+        runner.keep_alive = keep_alive
         if runner.inflight == 0 and runner.state is RunnerState.READY:
             if runner.draining:
                 self._begin_stop(runner, "drained")
@@ -226,15 +241,19 @@ class RunnerManager:
 
     # ---- explicit load / unload ------------------------------------------------------
 
-    async def load(self, name: str) -> LoadResult:
+    async def load(
+        self, name: str, *, keep_alive: float | None = None,
+        overrides: Mapping[str, ArgValue] | None = None,
+    ) -> LoadResult:
+        """Make sure the model is loaded; a failure to start is returned, not raised."""
         if not self.has_model(name):
             raise ModelNotFoundError(name)
         was_ready = self._runners[name].state is RunnerState.READY
         try:
-            lease = await self.acquire(name)
+            lease = await self.acquire(name, overrides)
         except RunnerFailedError:
             return LoadResult.FAILED
-        lease.release()
+        lease.release(keep_alive)
         return LoadResult.ALREADY_LOADED if was_ready else LoadResult.LOADED
 
     async def unload(self, name: str) -> UnloadResult:
@@ -276,16 +295,23 @@ class RunnerManager:
                 waiter.future.set_exception(ModelNotFoundError(waiter.model))
                 continue
             if runner.state is RunnerState.READY and not runner.draining:
-                self._waiters.remove(waiter)
-                self._grant(runner)
-                waiter.future.set_result(runner)
-                continue
+                if waiter.accepts(runner):
+                    self._waiters.remove(waiter)
+                    self._grant(runner)
+                    waiter.future.set_result(runner)
+                    continue
+                # Other load settings asked for: restart once running requests end.
+                assert waiter.overrides is not None
+                runner.next_overrides = waiter.overrides
+                self._drain(runner)
             wanted.add(runner.name)
             if runner.state not in (RunnerState.STOPPED, RunnerState.FAILED):
                 continue  # starting, stopping or draining: a later pass will serve it
             if blocked_on_capacity:
                 continue  # loads happen in queue order; don't let later ones jump ahead
             if self._free_slots() > 0:
+                # The first request in line decides the load settings; None means defaults.
+                runner.next_overrides = waiter.overrides or {}
                 self._begin_start(runner)
                 continue
             blocked_on_capacity = True
@@ -320,7 +346,7 @@ class RunnerManager:
     def _drain(self, runner: ModelRunner) -> None:
         """Take no new requests for this runner and stop it once the running ones end."""
         if runner.state is RunnerState.STARTING:
-            runner.draining = True  # stopped as soon as it is ready, unless... it fails
+            runner.draining = True  # stopped as soon as it is ready (a failed start just ends)
             return
         if runner.state is not RunnerState.READY:
             return
@@ -408,7 +434,7 @@ class RunnerManager:
 
     def _schedule_idle_unload(self, runner: ModelRunner) -> None:
         self._cancel_idle_unload(runner)
-        ttl = self._ttl_for(runner.name)
+        ttl = runner.keep_alive if runner.keep_alive is not None else self._ttl_for(runner.name)
         if math.isinf(ttl):
             return
         if ttl <= 0:
@@ -452,6 +478,7 @@ class RunnerManager:
                     expires_at=self._expires_at.get(runner.name),
                     last_error=runner.last_error.message if runner.last_error else None,
                     model_path=runner.model.path,
+                    args=runner.effective_args(),
                 )
             )
         return infos

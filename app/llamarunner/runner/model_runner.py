@@ -8,12 +8,12 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
 
-from ..config.schema import ModelConfig, build_argv
+from ..config.schema import ArgValue, ModelConfig, build_argv
 from ..core.errors import RunnerFailedError
 from ..core.events import EventBus, RunnerLogLine, RunnerStateChanged
 from .process import ManagedProcess
@@ -34,13 +34,27 @@ def pick_free_port(host: str = RUNNER_HOST) -> int:
         return port
 
 
-def build_command(binary: Path, model: ModelConfig, port: int) -> list[str]:
+def effective_args(
+    model: ModelConfig, overrides: Mapping[str, ArgValue] | None
+) -> dict[str, ArgValue]:
+    """The model's configured args with per-load overrides (Ollama's num_ctx…) on top."""
+    args = dict(model.args)
+    if overrides:
+        args.update(overrides)
+    return args
+
+
+def build_command(
+    binary: Path, model: ModelConfig, port: int,
+    overrides: Mapping[str, ArgValue] | None = None,
+) -> list[str]:
     """The full llama-server argv for a model: runner-owned flags first, then the user's."""
+    args = effective_args(model, overrides)
     argv = [str(binary), "--host", RUNNER_HOST, "--port", str(port), "-m", model.path]
-    if "alias" not in model.args and "a" not in model.args:
+    if "alias" not in args and "a" not in args:
         # So llama-server's own /v1/models and responses name the model as clients asked.
         argv += ["--alias", model.name]
-    argv += build_argv(model.args)
+    argv += build_argv(args)
     return argv
 
 
@@ -69,6 +83,12 @@ class ModelRunner:
         self.draining = False
         self.loaded_at: float | None = None
         self.last_error: RunnerFailedError | None = None
+        # Load-time settings a client asked for (Ollama's num_ctx, num_gpu…): the ones the
+        # running process has, and the ones the next start must use.
+        self.active_overrides: dict[str, ArgValue] = {}
+        self.next_overrides: dict[str, ArgValue] = {}
+        # A client's keep_alive replaces the configured TTL until the next request.
+        self.keep_alive: float | None = None
         self._events = events
         self._http = http
         self._log_dir = log_dir
@@ -103,7 +123,8 @@ class ModelRunner:
         The caller has already moved the state to STARTING.
         """
         self.port = pick_free_port()
-        argv = build_command(binary, self.model, self.port)
+        self.active_overrides = dict(self.next_overrides)
+        argv = build_command(binary, self.model, self.port, self.active_overrides)
         log_path = (
             self._log_dir / f"{safe_file_name(self.name)}.log" if self._log_dir else None
         )
@@ -197,3 +218,6 @@ class ModelRunner:
 
     def describe_argv(self) -> Sequence[str]:
         return self.process.argv if self.process else []
+
+    def effective_args(self) -> dict[str, ArgValue]:
+        return effective_args(self.model, self.active_overrides)

@@ -602,6 +602,6 @@ def test_fork_grandchild_stays_in_the_group_and_outlives_the_fake(
 def _alive(proc: psutil.Process) -> bool:
     # Once its parent is gone, whoever adopts it may reap it late: a zombie counts as dead.
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False

@@ -112,11 +112,11 @@ def write_config(tmp_path: Path) -> ConfigFactory:
 
 
 class RunningService:
-    """A started Service and the base URL of its OpenAI listener."""
+    """A started Service and the base URL of one of its listeners."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, api: str = "lmstudio") -> None:
         self.service = service
-        port = service.listeners.bound_port("lmstudio")
+        port = service.listeners.bound_port(api)
         self.base_url = f"http://127.0.0.1:{port}"
 
 
@@ -127,12 +127,12 @@ ServiceStarter = Callable[[Path], Any]
 async def start_service() -> AsyncIterator[ServiceStarter]:
     started: list[Service] = []
 
-    async def starter(config_path: Path) -> RunningService:
+    async def starter(config_path: Path, api: str = "lmstudio") -> RunningService:
         service = Service(ConfigStore(config_path), runner_log_dir=config_path.parent / "runners")
         errors = await service.start()
         started.append(service)
         assert not errors, errors
-        return RunningService(service)
+        return RunningService(service, api)
 
     yield starter
     for service in started:

@@ -23,6 +23,10 @@ DEFAULT_OLLAMA_HOST: Final = "127.0.0.1"
 # Ollama's own port, which clients assume when no URL is given.
 DEFAULT_OLLAMA_PORT: Final = 11434
 
+# The Ollama version /api/version reports: the Ollama release whose API we follow.
+# GitHub Copilot refuses servers older than 0.6.4.
+DEFAULT_OLLAMA_VERSION: Final = "0.13.0"
+
 # LM Studio / OpenAI API proxy: on by default for LM Studio and OpenAI-style clients.
 DEFAULT_LMSTUDIO_ENABLED: Final = True
 # Loopback only, for the same reason as the Ollama proxy.

@@ -218,6 +218,8 @@ class ProxyConfig:
     enabled: bool
     host: str
     port: int
+    # Only the Ollama proxy has one: the version it reports to clients.
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -292,10 +294,7 @@ class Config:
         """The user-shaped JSON, complete, with comment keys from `raw` kept in place."""
         scheduler = self.scheduler
         shaped: dict[str, Any] = {
-            "proxies": {
-                name: {"enabled": p.enabled, "host": p.host, "port": p.port}
-                for name, p in self.proxies.items()
-            },
+            "proxies": {name: _proxy_dict(p) for name, p in self.proxies.items()},
             "runtimes": {name: {"path": r.path} for name, r in self.runtimes.items()},
             "models": {name: _model_dict(m) for name, m in self.models.items()},
             "model_dirs": list(self.model_dirs),
@@ -351,7 +350,10 @@ _SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeou
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 _PROXY_DEFAULTS = {
     defaults.OLLAMA: ProxyConfig(
-        defaults.DEFAULT_OLLAMA_ENABLED, defaults.DEFAULT_OLLAMA_HOST, defaults.DEFAULT_OLLAMA_PORT
+        defaults.DEFAULT_OLLAMA_ENABLED,
+        defaults.DEFAULT_OLLAMA_HOST,
+        defaults.DEFAULT_OLLAMA_PORT,
+        defaults.DEFAULT_OLLAMA_VERSION,
     ),
     defaults.LMSTUDIO: ProxyConfig(
         defaults.DEFAULT_LMSTUDIO_ENABLED,
@@ -543,6 +545,13 @@ def _check_args(checker: _Checker, raw: Mapping[str, object], path: KeyPath) -> 
     return result
 
 
+def _proxy_dict(proxy: ProxyConfig) -> dict[str, Any]:
+    shaped: dict[str, Any] = {"enabled": proxy.enabled, "host": proxy.host, "port": proxy.port}
+    if proxy.version is not None:
+        shaped["version"] = proxy.version
+    return shaped
+
+
 def _parse_proxies(checker: _Checker, data: Mapping[str, Any]) -> dict[str, ProxyConfig]:
     result = dict(_PROXY_DEFAULTS)
     path: KeyPath = ("proxies",)
@@ -557,13 +566,24 @@ def _parse_proxies(checker: _Checker, data: Mapping[str, Any]) -> dict[str, Prox
         entry = checker.mapping(raw, entry_path)
         if entry is None:
             continue
-        checker.known_keys(entry, entry_path, _PROXY_KEYS)
+        is_ollama = name == defaults.OLLAMA
+        checker.known_keys(entry, entry_path, (*_PROXY_KEYS, "version") if is_ollama
+                           else _PROXY_KEYS)
         base = result[name]
+        version = base.version
+        if is_ollama and "version" in entry:
+            raw_version = checker.string(entry, "version", entry_path, base.version or "")
+            if re.fullmatch(r"\d+\.\d+\.\d+", raw_version):
+                version = raw_version
+            else:
+                checker.problem((*entry_path, "version"),
+                                f"must look like 0.13.0, not {raw_version!r}")
         result[name] = ProxyConfig(
             enabled=checker.boolean(entry, "enabled", entry_path, base.enabled),
             host=checker.string(entry, "host", entry_path, base.host),
             # 0 asks the OS for any free port (tests run listeners side by side that way).
             port=checker.integer(entry, "port", entry_path, base.port, 0, 65535),
+            version=version,
         )
     ollama, lmstudio = result[defaults.OLLAMA], result[defaults.LMSTUDIO]
     same_address = ollama.host == lmstudio.host or bool(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -18,7 +21,12 @@ from ..config import (
     ModelConfig,
     diff_configs,
 )
+from ..library.capabilities import capabilities
 from ..library.folders import merge_discovered, scan_folders
+from ..library.gguf import GGUFError
+from ..library.metadata import GGUFMetadata
+from ..library.metadata_cache import MetadataCache, default_cache_file
+from ..proxy.ollama.app import create_ollama_app
 from ..proxy.openai.app import create_openai_app
 from ..proxy.relay import upstream_session
 from ..proxy.servers import ListenerError, ListenerSet
@@ -32,6 +40,15 @@ log = logging.getLogger(__name__)
 
 # Looking for new model files at most this often when a client asks for a model or a list.
 LIBRARY_RESCAN_INTERVAL = 2.0
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """Facts about a model's file that the APIs show (size, dates, a stable digest)."""
+
+    size: int
+    mtime: float
+    mtime_ns: int
 
 
 class Service:
@@ -50,8 +67,12 @@ class Service:
         self._aliases: dict[str, str] = {}
         self._last_scan = 0.0
         self._tasks = BackgroundTasks("service")
+        self._metadata: MetadataCache | None = None
         self.listeners = ListenerSet(
-            {"lmstudio": lambda: create_openai_app(self)},
+            {
+                "lmstudio": lambda: create_openai_app(self),
+                "ollama": lambda: create_ollama_app(self),
+            },
             self.events,
             config_path=str(store.path),
         )
@@ -82,10 +103,86 @@ class Service:
         return name
 
     def model_created(self, name: str) -> int:
+        facts = self.model_file(name)
+        return int(facts.mtime) if facts else 0
+
+    def model_file(self, name: str) -> ModelFile | None:
         try:
-            return int(Path(self._models[name].path).stat().st_mtime)
+            stat = os.stat(self._models[name].path)
         except (KeyError, OSError):
-            return 0
+            return None
+        return ModelFile(stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+
+    def metadata_for(self, name: str) -> GGUFMetadata | None:
+        """The model file's GGUF metadata (cached on disk), or None when it is unreadable."""
+        model = self._models.get(name)
+        if model is None:
+            return None
+        if self._metadata is None:
+            self._metadata = MetadataCache(default_cache_file())
+        try:
+            return self._metadata.get(model.path)
+        except (GGUFError, OSError) as exc:
+            log.warning("cannot read metadata of model %s: %s", name, exc)
+            return None
+
+    def capabilities_for(self, name: str) -> list[str]:
+        meta = self.metadata_for(name)
+        model = self._models.get(name)
+        has_projector = bool(model and ("mmproj" in model.args or "mm" in model.args))
+        if meta is None:
+            return ["completion"]
+        caps = capabilities(meta, has_projector=has_projector)
+        if model is not None and model.serves_embeddings and "embedding" not in caps:
+            caps.append("embedding")
+        return caps
+
+    def ttl_of(self, name: str) -> float:
+        if name in self.config.models:
+            return self.config.ttl_for(name)
+        return self.config.scheduler.default_ttl
+
+    async def copy_model(self, source: str, destination: str) -> None:
+        """Ollama's copy: a new config entry under another name for the same file."""
+        model = self._models[source]
+
+        def add(data: dict[str, Any]) -> None:
+            entry: dict[str, Any] = {"path": model.path, "runtime": model.runtime,
+                                     "args": dict(model.args)}
+            if model.ttl is not None:
+                entry["ttl"] = model.ttl if model.ttl != float("inf") else -1
+            data.setdefault("models", {})[destination] = entry
+
+        await self.update_config(add)
+
+    async def delete_model(self, name: str) -> None:
+        """Forget a model; its file is deleted only when it lives in the app's own folder.
+
+        Raises PermissionError for a file found in one of the user's own folders: that file
+        is the user's, and removing it from the list would need removing its folder.
+        """
+        model = self._models[name]
+        if name in self.config.models:
+            def remove(data: dict[str, Any]) -> None:
+                data.get("models", {}).pop(name, None)
+
+            await self.update_config(remove)
+            return
+        path = Path(model.path)
+        own = paths.models_dir().resolve()
+        if own not in path.resolve().parents:
+            raise PermissionError(name)
+        await self.manager.unload(name)
+        path.unlink(missing_ok=True)
+        self._rebuild_models(force_scan=True)
+
+    async def update_config(self, mutate: Callable[[dict[str, Any]], None]) -> Config:
+        """Change the config file (validated, atomic, with backup) and apply it at once."""
+        data = self.config.to_dict()
+        mutate(data)
+        new = self.store.save(data)
+        await self.apply_config(new)
+        return new
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -102,8 +199,7 @@ class Service:
             http=self._http,
             scheduler=self.config.scheduler,
             resolve_binary=self._binary_for,
-            ttl_for=lambda name: self.config.ttl_for(name) if name in self.config.models
-            else self.config.scheduler.default_ttl,
+            ttl_for=self.ttl_of,
             log_dir=self._runner_log_dir,
         )
         self._rebuild_models(force_scan=True)
@@ -117,6 +213,8 @@ class Service:
         """Stop listening, stop every runner (no child survives), release resources."""
         await self._tasks.cancel_all()
         await self.listeners.close()
+        if self._metadata is not None:
+            self._metadata.save()
         if self._manager is not None:
             await self._manager.shutdown()
         if self._http is not None:

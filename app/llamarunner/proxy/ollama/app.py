@@ -1,0 +1,37 @@
+"""The application served on the Ollama port (default 127.0.0.1:11434)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..context import BACKEND
+from ..errors import error_middleware
+from ..openai.app import MAX_BODY_BYTES
+from ..openai.routes import add_openai_routes
+from . import generation, models
+from .backend import OLLAMA_BACKEND, OllamaBackend
+from .errors import render_ollama_port
+
+
+def create_ollama_app(backend: OllamaBackend) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware(render_ollama_port)], client_max_size=MAX_BODY_BYTES
+    )
+    app[BACKEND] = backend
+    app[OLLAMA_BACKEND] = backend
+    # aiohttp answers HEAD for every GET route (allow_head), as Ollama does for / and
+    # /api/version.
+    app.router.add_get("/", models.root)
+    app.router.add_get("/api/version", models.version)
+    app.router.add_get("/api/tags", models.tags)
+    app.router.add_post("/api/show", models.show)
+    app.router.add_get("/api/ps", models.ps)
+    app.router.add_post("/api/copy", models.copy)
+    app.router.add_delete("/api/delete", models.delete)
+    app.router.add_post("/api/chat", generation.chat)
+    app.router.add_post("/api/generate", generation.generate)
+    app.router.add_post("/api/embed", generation.embed)
+    app.router.add_post("/api/embeddings", generation.embeddings)
+    # GitHub Copilot and other tools send OpenAI-style requests to the Ollama port.
+    add_openai_routes(app)
+    return app

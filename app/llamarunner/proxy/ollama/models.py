@@ -1,0 +1,128 @@
+"""Ollama's model routes: version, tags, show, ps, copy, delete."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ...config.schema import ConfigError
+from ...core.errors import BadRequestError, ModelNotFoundError
+from ...runner.state import OCCUPYING_STATES
+from ..body import read_json_object
+from .backend import OLLAMA_BACKEND, OllamaBackend
+from .errors import ollama_error
+from .views import (
+    OLLAMA_COMPAT_VERSION,
+    context_length,
+    file_digest,
+    ps_entry,
+    show_response,
+    tag_entry,
+    vram_share,
+)
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text="Ollama is running")
+
+
+async def version(request: web.Request) -> web.Response:
+    configured = request.app[OLLAMA_BACKEND].config.proxies["ollama"].version
+    return web.json_response({"version": configured or OLLAMA_COMPAT_VERSION})
+
+
+def model_field(data: dict[str, Any]) -> str:
+    """`model`, or the legacy `name` older clients send."""
+    value = data.get("model") or data.get("name")
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequestError("model is required")
+    return value
+
+
+def _digest(backend: OllamaBackend, name: str) -> tuple[int, float, str]:
+    facts = backend.model_file(name)
+    if facts is None:
+        return 0, 0.0, file_digest(backend.models()[name].path, 0, 0)
+    return facts.size, facts.mtime, file_digest(backend.models()[name].path, facts.size,
+                                                facts.mtime_ns)
+
+
+async def tags(request: web.Request) -> web.Response:
+    backend = request.app[OLLAMA_BACKEND]
+    entries = []
+    for name in sorted(backend.models()):
+        size, mtime, digest = _digest(backend, name)
+        entries.append(tag_entry(name, backend.metadata_for(name), size=size, mtime=mtime,
+                                 digest=digest))
+    return web.json_response({"models": entries})
+
+
+async def show(request: web.Request) -> web.Response:
+    backend = request.app[OLLAMA_BACKEND]
+    _, data = await read_json_object(request)
+    name = backend.resolve_model(model_field(data))
+    runner = backend.manager.runner(name)
+    args = runner.effective_args() if runner and runner.state in OCCUPYING_STATES else dict(
+        backend.models()[name].args)
+    _, mtime, _ = _digest(backend, name)
+    body = show_response(name, backend.metadata_for(name), args=args,
+                         capabilities=backend.capabilities_for(name), mtime=mtime)
+    return web.json_response(body)
+
+
+async def ps(request: web.Request) -> web.Response:
+    backend = request.app[OLLAMA_BACKEND]
+    entries = []
+    for info in backend.manager.snapshot():
+        if info.state not in ("ready", "starting"):
+            continue
+        size, _, digest = _digest(backend, info.name)
+        meta = backend.metadata_for(info.name)
+        runner = backend.manager.runner(info.name)
+        tail = runner.tail(400) if runner else []
+        expires = info.expires_at
+        if expires is None:
+            # Busy right now: it will expire one TTL after its last request ends.
+            ttl = runner.keep_alive if runner and runner.keep_alive is not None else (
+                backend.ttl_of(info.name))
+            expires = time.time() + ttl
+        entries.append(ps_entry(
+            info.name, meta, size=size, digest=digest, expires_at=expires,
+            context=context_length(info.args, meta), size_vram=vram_share(tail, size),
+        ))
+    return web.json_response({"models": entries})
+
+
+async def copy(request: web.Request) -> web.Response:
+    backend = request.app[OLLAMA_BACKEND]
+    _, data = await read_json_object(request)
+    source, destination = data.get("source"), data.get("destination")
+    if not isinstance(source, str) or not source or not isinstance(destination, str) or (
+            not destination):
+        raise BadRequestError("source and destination are required")
+    try:
+        name = backend.resolve_model(source)
+    except ModelNotFoundError:
+        return ollama_error(f"model '{source}' not found", 404)
+    target = destination[: -len(":latest")] if destination.endswith(":latest") else destination
+    try:
+        await backend.copy_model(name, target)
+    except ConfigError as exc:
+        return ollama_error(f"invalid destination name: {exc}", 400)
+    return web.Response(status=200)
+
+
+async def delete(request: web.Request) -> web.Response:
+    backend = request.app[OLLAMA_BACKEND]
+    _, data = await read_json_object(request)
+    requested = model_field(data)
+    name = backend.resolve_model(requested)
+    try:
+        await backend.delete_model(name)
+    except PermissionError:
+        return ollama_error(
+            f"model '{requested}' is a file in one of your own model folders; delete the file "
+            "or remove its folder from model_dirs", 403)
+    return web.Response(status=200)

@@ -102,8 +102,8 @@ def write_config(tmp_path: Path) -> ConfigFactory:
             "models": models,
             "model_dirs": [str(tmp_path / "no-models-here")],
             "scheduler": {"load_timeout": "30s", "stop_grace": "2s", **(scheduler or {})},
-            **extra,
         }
+        data.update(extra)
         path = tmp_path / "config.json"
         path.write_text(json.dumps(data, indent=2))
         return path

@@ -96,7 +96,7 @@ async def test_chat_non_streaming_has_every_duration(running) -> None:
     assert reply.load_duration > 0  # this request waited for the load
     warm = await client(running).chat(
         "tiny", messages=[{"role": "user", "content": "hello"}], options={"num_predict": 2})
-    assert warm.load_duration == 0
+    assert warm.load_duration == 0  # present, and zero when the model was warm
 
 
 async def test_chat_streams_ndjson(running) -> None:
@@ -262,3 +262,29 @@ async def test_openai_routes_on_the_ollama_port(running) -> None:
     assert body.rstrip().endswith(b"data: [DONE]")
     status, body, _ = await raw(running, "POST", "/v1/chat/completions", {"model": "nope"})
     assert status == 404 and json.loads(body)["error"]["code"] == "model_not_found"
+
+
+async def test_delete_removes_only_files_the_app_owns(
+    write_config, start_service, llama_server_bin, tiny_model, tmp_path: Path
+) -> None:
+    own = tmp_path / "data" / "models"  # the app's models folder in tests
+    own.mkdir(parents=True)
+    (own / "mine.gguf").write_bytes(tiny_model.read_bytes())
+    users = tmp_path / "my-models"
+    users.mkdir()
+    (users / "theirs.gguf").write_bytes(tiny_model.read_bytes())
+    config = write_config({}, runtime=llama_server_bin, model_dirs=[str(own), str(users)],
+                          proxies={"ollama": {"enabled": True, "port": 0},
+                                   "lmstudio": {"enabled": False, "port": 0}})
+    running = await start_service(config, api="ollama")
+    c = client(running)
+    assert sorted(m.model for m in (await c.list()).models) == ["mine:latest",
+                                                                "theirs:latest"]
+    with pytest.raises(ollama.ResponseError) as refused:
+        await c.delete("theirs")
+    assert refused.value.status_code == 403
+    assert str(users) not in str(refused.value)  # no file system paths in errors
+    assert (users / "theirs.gguf").exists()
+    await c.delete("mine")
+    assert not (own / "mine.gguf").exists()
+    assert [m.model for m in (await c.list()).models] == ["theirs:latest"]

@@ -19,6 +19,8 @@ import numpy as np
 __all__ = [
     "ALL_TYPES_KV",
     "KV",
+    "T",
+    "array_payload",
     "hostile_cases",
     "kv_bytes",
     "patch_version",
@@ -294,6 +296,7 @@ def hostile_cases() -> dict[str, bytes]:
         "only magic": b"GGUF",
         "wrong magic": raw_gguf([name_kv], magic=b"GGML"),
         "zip file": b"PK\x03\x04" + b"\0" * 60,
+        "short text file": b"hello world\n",
         "version 1": raw_gguf([name_kv], version=1),
         "version 99": raw_gguf([name_kv], version=99),
         "version 0": raw_gguf([name_kv], version=0),
@@ -333,6 +336,18 @@ def hostile_cases() -> dict[str, bytes]:
                 )
             ]
         ),
+        "string array item length 2^64-1": raw_gguf(
+            [
+                kv_bytes(
+                    "k",
+                    T.ARRAY,
+                    array_payload(
+                        T.STRING, 100, string_bytes("a") + string_bytes("b", length=2**64 - 1)
+                    )
+                    + b"\0" * 900,
+                )
+            ]
+        ),
         "nested arrays depth 3": raw_gguf(
             [
                 kv_bytes(
@@ -359,15 +374,18 @@ def hostile_cases() -> dict[str, bytes]:
         ),
         "duplicate key": raw_gguf([name_kv, name_kv]),
         "alignment not a power of two": raw_gguf(
-            [kv_bytes("general.alignment", T.UINT32, struct.pack("<I", 24))], [f32_tensor],
+            [kv_bytes("general.alignment", T.UINT32, struct.pack("<I", 24))],
+            [f32_tensor],
             data=b"\0" * 64,
         ),
         "alignment zero": raw_gguf(
-            [kv_bytes("general.alignment", T.UINT32, struct.pack("<I", 0))], [f32_tensor],
+            [kv_bytes("general.alignment", T.UINT32, struct.pack("<I", 0))],
+            [f32_tensor],
             data=b"\0" * 64,
         ),
         "alignment wrong type": raw_gguf(
-            [kv_bytes("general.alignment", T.UINT64, struct.pack("<Q", 32))], [f32_tensor],
+            [kv_bytes("general.alignment", T.UINT64, struct.pack("<Q", 32))],
+            [f32_tensor],
             data=b"\0" * 64,
         ),
         "tensor offset past end": raw_gguf(
@@ -379,7 +397,7 @@ def hostile_cases() -> dict[str, bytes]:
         "tensor offset misaligned": raw_gguf(
             [name_kv], [tensor_info_bytes("t", [4], 0, 3)], data=b"\0" * 64
         ),
-        "tensor without data section": raw_gguf([name_kv], [f32_tensor])[:-8],
+        "tensor without data section": raw_gguf([name_kv], tensor_count=1) + f32_tensor,
         "tensor with 5 dims": raw_gguf(
             [name_kv], [tensor_info_bytes("t", [1, 1, 1, 1, 1], 0, 0)], data=b"\0" * 64
         ),

@@ -168,12 +168,10 @@ class Service:
 
             await self.update_config(remove)
             return
-        path = Path(model.path)
-        own = paths.models_dir().resolve()
-        if own not in path.resolve().parents:
+        if not _inside(Path(model.path), paths.models_dir()):
             raise PermissionError(name)
         await self.manager.unload(name)
-        path.unlink(missing_ok=True)
+        await asyncio.to_thread(Path(model.path).unlink, missing_ok=True)
         self._rebuild_models(force_scan=True)
 
     async def update_config(self, mutate: Callable[[dict[str, Any]], None]) -> Config:
@@ -297,6 +295,11 @@ class Service:
             return resolve_runtime(runtime.path)
         except RuntimeNotFoundError as exc:
             raise RuntimeMissingError(model.name, model.runtime, str(exc)) from exc
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` really lives under `folder` (symlinks and `..` resolved)."""
+    return folder.resolve() in path.resolve().parents
 
 
 async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:

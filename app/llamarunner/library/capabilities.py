@@ -97,9 +97,7 @@ def supports_thinking(meta: GGUFMetadata) -> bool:
     template = meta.chat_template
     if not template:
         return False
-    return bool(_THINKING_TAGS.search(template)) or _template_code_matches(
-        template, _THINKING_VARS
-    )
+    return bool(_THINKING_TAGS.search(template)) or _template_code_matches(template, _THINKING_VARS)
 
 
 def supports_insert(meta: GGUFMetadata) -> bool:

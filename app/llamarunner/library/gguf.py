@@ -32,7 +32,7 @@ MAX_ARRAY_DEPTH: Final = 2
 MAX_DIMS: Final = 4  # GGML_MAX_DIMS
 # Everything materialised (strings, small arrays) is charged against this budget, at least
 # _ITEM_COST per value, so a file of a million tiny arrays cannot build a huge object graph.
-MAX_MATERIALISED_BYTES: Final = 128 * 1024 * 1024
+MAX_MATERIALISED_BYTES: Final = 64 * 1024 * 1024
 _ITEM_COST: Final = 64
 
 # One read-ahead buffer: big enough that a 262k-token vocabulary costs a few hundred reads,
@@ -531,8 +531,7 @@ class _Reader:
         for tensor in tensors:
             if tensor.offset % alignment:
                 raise self._error(
-                    f"tensor {tensor.name!r} offset {tensor.offset} is not aligned to "
-                    f"{alignment}"
+                    f"tensor {tensor.name!r} offset {tensor.offset} is not aligned to {alignment}"
                 )
             size = tensor.n_bytes or 0
             if tensor.offset > room or size > room - tensor.offset:

@@ -9,7 +9,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 import types
 import typing
 from pathlib import Path
@@ -40,7 +39,6 @@ def default_cache_file() -> Path:
 class _Entry:
     size: int
     mtime_ns: int
-    used: float
     meta: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
@@ -51,6 +49,8 @@ class MetadataCache:
     Parse failures are cached too, so a broken or hostile file is not re-read on every
     start. ``get`` and ``save`` may be called from several threads (asyncio.to_thread):
     parsing runs outside the lock, so two threads may parse the same new file once each.
+    Entries are kept in least-recently-used order (dicts keep insertion order, and the JSON
+    file keeps the dict's), which is what ``max_entries`` evicts by.
     """
 
     def __init__(
@@ -81,24 +81,23 @@ class MetadataCache:
         real = os.path.realpath(os.fspath(path))
         st = os.stat(real)
         with self._lock:
-            entry = self._entries.get(real)
+            entry = self._entries.pop(real, None)
             if entry and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
-                entry.used = time.time()
                 hit = _from_entry(entry, real)
                 if hit is not None:
+                    self._entries[real] = entry  # now the most recently used
                     if isinstance(hit, GGUFError):
                         raise hit
                     return hit
-                del self._entries[real]  # unreadable entry: parse afresh
+            if entry is not None:
+                self._dirty = True  # stale or unreadable: dropped, replaced below
         try:
             meta = read_metadata(real)
         except GGUFError as exc:
             error = {"reason": exc.reason, "offset": exc.offset}
-            self._store(real, _Entry(st.st_size, st.st_mtime_ns, time.time(), error=error))
+            self._store(real, _Entry(st.st_size, st.st_mtime_ns, error=error))
             raise
-        self._store(
-            real, _Entry(meta.file_size, meta.mtime_ns, time.time(), meta=_to_json(meta))
-        )
+        self._store(real, _Entry(meta.file_size, meta.mtime_ns, meta=_to_json(meta)))
         return meta
 
     def save(self) -> None:
@@ -109,8 +108,7 @@ class MetadataCache:
                 del self._entries[path]
             overflow = len(self._entries) - self.max_entries
             if overflow > 0:
-                oldest = sorted(self._entries, key=lambda p: self._entries[p].used)[:overflow]
-                for path in oldest:
+                for path in list(self._entries)[:overflow]:
                     del self._entries[path]
             if not (self._dirty or gone or overflow > 0):
                 return
@@ -128,6 +126,7 @@ class MetadataCache:
 
     def _store(self, path: str, entry: _Entry) -> None:
         with self._lock:
+            self._entries.pop(path, None)
             self._entries[path] = entry
             self._dirty = True
 
@@ -168,11 +167,9 @@ def _to_json(meta: GGUFMetadata) -> dict[str, Any]:
 def _entry_from_json(raw: object) -> _Entry | None:
     if not isinstance(raw, dict):
         return None
-    size, mtime_ns, used = raw.get("size"), raw.get("mtime_ns"), raw.get("used")
+    size, mtime_ns = raw.get("size"), raw.get("mtime_ns")
     meta, error = raw.get("meta"), raw.get("error")
     if not (isinstance(size, int) and isinstance(mtime_ns, int)):
-        return None
-    if not isinstance(used, int | float):
         return None
     if (meta is None) == (error is None):
         return None
@@ -180,7 +177,7 @@ def _entry_from_json(raw: object) -> _Entry | None:
         return None
     if error is not None and not (isinstance(error, dict) and isinstance(error.get("reason"), str)):
         return None
-    return _Entry(size, mtime_ns, float(used), meta=meta, error=error)
+    return _Entry(size, mtime_ns, meta=meta, error=error)
 
 
 def _from_entry(entry: _Entry, path: str) -> GGUFMetadata | GGUFError | None:

@@ -62,7 +62,7 @@ def test_empty_object_is_the_default_config() -> None:
     config = parse_config({})
     assert config == Config.default()
     assert config.proxies == {
-        "ollama": ProxyConfig(True, "127.0.0.1", 11434),
+        "ollama": ProxyConfig(True, "127.0.0.1", 11434, "0.13.0"),
         "lmstudio": ProxyConfig(True, "127.0.0.1", 1234),
     }
     assert config.runtimes == {"default": RuntimeConfig("llama-server")}
@@ -402,7 +402,8 @@ def test_to_dict_round_trips() -> None:
 def test_to_dict_of_default_is_complete() -> None:
     assert Config.default().to_dict() == {
         "proxies": {
-            "ollama": {"enabled": True, "host": "127.0.0.1", "port": 11434},
+            "ollama": {"enabled": True, "host": "127.0.0.1", "port": 11434,
+                       "version": "0.13.0"},
             "lmstudio": {"enabled": True, "host": "127.0.0.1", "port": 1234},
         },
         "runtimes": {"default": {"path": "llama-server"}},
@@ -474,3 +475,13 @@ def test_errors_pickle() -> None:
     copy = pickle.loads(pickle.dumps(validation))
     assert copy.problems == validation.problems
     assert str(copy) == "c.json:2: a: b"
+
+
+def test_ollama_version_is_configurable_and_checked() -> None:
+    config = parse_config({"proxies": {"ollama": {"version": "0.9.1"}}})
+    assert config.proxies["ollama"].version == "0.9.1"
+    assert config.to_dict()["proxies"]["ollama"]["version"] == "0.9.1"
+    with pytest.raises(ConfigValidationError, match=r"proxies.ollama.version: must look like"):
+        parse_config({"proxies": {"ollama": {"version": "new"}}})
+    with pytest.raises(ConfigValidationError, match=r"proxies.lmstudio.version"):
+        parse_config({"proxies": {"lmstudio": {"version": "0.9.1"}}})

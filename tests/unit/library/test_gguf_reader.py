@@ -40,6 +40,8 @@ WRITERS: dict[str, Writer] = {
     "all-types-align-64": lambda p: write_all_types_gguf(p, alignment=64),
     "mmproj": write_mmproj_gguf,
     "embedding": write_embedding_gguf,
+    # Big enough for the skip paths and several buffer refills, small enough for gguf-py.
+    "vocab-5k": lambda p: write_big_vocab_gguf(p, 5_000),
 }
 
 
@@ -152,10 +154,6 @@ def test_big_vocabulary_is_skipped_not_materialised(big_vocab: Path) -> None:
     assert header.kv["tokenizer.ggml.scores"] == ArraySummary(GGUFValueType.FLOAT32, 200_000)
     # The file is ~6 MB; two 1 MiB read-ahead chunks are the most we ever hold.
     assert peak < 3 * 2**20, f"peak {peak} bytes"
-
-
-def test_big_vocabulary_matches_gguf_py(big_vocab: Path) -> None:
-    assert_same_as_gguf_py(read_gguf(big_vocab), big_vocab, 64)
 
 
 def test_big_vocabulary_metadata(big_vocab: Path) -> None:

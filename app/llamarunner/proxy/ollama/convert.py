@@ -294,7 +294,7 @@ def _common_fields(req: Mapping[str, Any], struct: str, *, chat: bool) -> Body:
     if stream and chat:
         # Usage (and, on recent builds, the timings) only come in this last event.
         body["stream_options"] = {"include_usage": True}
-    sampling, _ = sampling_from_options(req.get("options"))
+    sampling, _ = sampling_from_options(req.get("options"), struct=struct)
     body.update(sampling)
     return body
 
@@ -324,7 +324,7 @@ def chat_to_openai(req: Mapping[str, Any], *, model: str) -> Body:
         body["response_format"] = response_format
     tools = _list_field(req, "tools", "ChatRequest", "api.Tools")
     if tools:
-        body["tools"] = [_require_object(t, "api.Tool") for t in tools]
+        body["tools"] = [dict(_require_object(t, "api.Tool")) for t in tools]
     body.update(_think_fields(req.get("think")))
     return body
 
@@ -394,6 +394,11 @@ def generate_to_upstream(
 
     if raw and (template or system or context):
         raise OllamaRequestError("raw mode does not support template, system, or context")
+
+    if raw or suffix:
+        # No chat template on these paths, so no thinking switch, but Ollama still
+        # refuses a malformed "think" when it decodes the request.
+        _think_fields(req.get("think"))
 
     if raw:
         body: Body = {"prompt": _raw_prompt(prompt, images, media_marker)}
@@ -471,7 +476,8 @@ def durations_from_timings(
     Ollama counts the prompt before its cache is consulted; ``prompt_eval_duration`` is
     only the time spent on the uncached part, as in Ollama. Without ``timings`` the
     counts come from ``usage``. Zero values are left out, like Go's ``omitempty``, so
-    clients never divide by a zero duration.
+    clients never divide by a zero duration; except ``load_duration``, which is always
+    there so a client can tell a warm model (0) from a cold start.
     """
     prompt_count = eval_count = prompt_ns = eval_ns = 0
     if timings and "prompt_n" in timings:
@@ -490,7 +496,7 @@ def durations_from_timings(
         "eval_count": eval_count,
         "eval_duration": eval_ns,
     }
-    return {key: value for key, value in metrics.items() if value}
+    return {key: value for key, value in metrics.items() if value or key == "load_duration"}
 
 
 def done_reason_from(finish_reason: object = None, stop_type: object = None) -> str:
@@ -668,7 +674,8 @@ def embed_to_upstream(
     inputs = _embed_inputs(req.get("input"))
     truncate = _bool_field(req, "truncate", "EmbedRequest")
     dimensions = max(_int_field(req, "dimensions", "EmbedRequest"), 0)
-    sampling_from_options(req.get("options"))  # validation only: Ollama refuses bad types
+    # Validation only: Ollama refuses badly typed options on every endpoint.
+    sampling_from_options(req.get("options"), struct="EmbedRequest")
     body: Body = {}
     if model is not None:
         body["model"] = model
@@ -742,7 +749,7 @@ def embeddings_to_upstream(req: Mapping[str, Any], *, model: str | None = None) 
     """
     req = _require_object(req, "api.EmbeddingRequest")
     prompt = _str_field(req, "prompt", "EmbeddingRequest")
-    sampling_from_options(req.get("options"))
+    sampling_from_options(req.get("options"), struct="EmbeddingRequest")
     if not prompt:
         return None
     body: Body = {}

@@ -17,6 +17,8 @@ from ..relay import open_upstream, upstream_error_message
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .convert import (
     CHAT_PATH,
+    COMPLETION_PATH,
+    DEFAULT_MEDIA_MARKER,
     EMBEDDINGS_PATH,
     INFILL_PATH,
     chat_response_to_ollama,
@@ -95,10 +97,28 @@ async def _generation(request: web.Request, kind: Kind) -> web.StreamResponse:
     stream = bool(body.get("stream", True))
     lease = await backend.manager.acquire(name, overrides)
     try:
+        if path == COMPLETION_PATH and data.get("images"):
+            # Raw prompts mark image positions with the server's own media marker, which
+            # llama-server picks per process and reports in /props.
+            marker = await _media_marker(backend, lease)
+            try:
+                path, body = generate_to_upstream(data, model=name, media_marker=marker)
+            except OllamaRequestError as exc:
+                raise BadRequestError(exc.message) from exc
         return await _relay(request, lease, backend, path, body, kind, requested, stream,
                             start_ns)
     finally:
         lease.release(keep_alive)
+
+
+async def _media_marker(backend: OllamaBackend, lease: Lease) -> str:
+    try:
+        async with backend.http.get(lease.base_url + "/props") as resp:
+            props = await resp.json(content_type=None)
+    except (aiohttp.ClientError, ValueError):
+        return DEFAULT_MEDIA_MARKER
+    marker = props.get("media_marker") if isinstance(props, dict) else None
+    return marker if isinstance(marker, str) and marker else DEFAULT_MEDIA_MARKER
 
 
 async def _load_or_unload(backend: OllamaBackend, name: str, keep_alive: float | None,

@@ -134,11 +134,13 @@ def _checked(key: str, value: object) -> Any:
     return list(value)
 
 
-def _validated(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+def _validated(
+    options: Mapping[str, Any] | None, struct: str
+) -> tuple[dict[str, Any], list[str]]:
     if options is None:
         return {}, []
     if not isinstance(options, Mapping):
-        raise go_type_error("ChatRequest", "options", "map[string]interface {}", options)
+        raise go_type_error(struct, "options", "map[string]interface {}", options)
     known: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in options.items():
@@ -151,7 +153,9 @@ def _validated(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[
     return known, unknown
 
 
-def sampling_from_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+def sampling_from_options(
+    options: Mapping[str, Any] | None, *, struct: str = "ChatRequest"
+) -> tuple[dict[str, Any], list[str]]:
     """Map Ollama ``options`` to llama-server ``/v1/chat/completions`` body fields.
 
     Returns ``(fields, ignored)``: ``ignored`` names the options that change nothing here,
@@ -159,9 +163,10 @@ def sampling_from_options(options: Mapping[str, Any] | None) -> tuple[dict[str, 
     llama-server equivalent (``tfs_z``, ``penalize_newline``, ``use_mmap``, ...), so the
     route can log them. Load-time options (``num_ctx`` ...) are validated but belong to
     :func:`load_args_from_options`. Every known option is type-checked as Ollama does;
-    a wrong type raises :class:`OllamaRequestError` with Ollama's message.
+    a wrong type raises :class:`OllamaRequestError` with Ollama's message (``struct`` names
+    the request type in the message when ``options`` itself is not an object).
     """
-    known, unknown = _validated(options)
+    known, unknown = _validated(options, struct)
     body: dict[str, Any] = {}
     ignored = list(unknown)
     for key, value in known.items():
@@ -190,13 +195,15 @@ def sampling_from_options(options: Mapping[str, Any] | None) -> tuple[dict[str, 
     return body, ignored
 
 
-def load_args_from_options(options: Mapping[str, Any] | None) -> dict[str, int]:
+def load_args_from_options(
+    options: Mapping[str, Any] | None, *, struct: str = "ChatRequest"
+) -> dict[str, int]:
     """Load-time options as llama-server flags, e.g. ``{"ctx-size": 8192}``.
 
     Values that mean "let the runtime decide" in Ollama (``num_ctx``/``num_batch``/
     ``num_thread`` <= 0, ``num_gpu`` < 0) are left out so the runner's own config applies.
     """
-    known, _ = _validated(options)
+    known, _ = _validated(options, struct)
     args: dict[str, int] = {}
     for key, flag in LOAD_OPTION_FLAGS.items():
         value = known.get(key)

@@ -97,8 +97,11 @@ class _ToolCallBuffer:
             self.id = fragment["id"]
         function = fragment.get("function")
         if isinstance(function, Mapping):
-            if isinstance(function.get("name"), str):
-                self.name += function["name"]
+            name = function.get("name")
+            if isinstance(name, str):
+                # llama-server re-sends the whole name when its parser extends it
+                # ("get_w", then "get_weather"); OpenAI-style servers send pieces.
+                self.name = name if self.name and name.startswith(self.name) else self.name + name
             if isinstance(function.get("arguments"), str):
                 self.arguments.append(function["arguments"])
 

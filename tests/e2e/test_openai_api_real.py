@@ -205,3 +205,20 @@ async def test_missing_runtime_names_model_runtime_and_fix(
     assert "tiny" in error["message"] and "'default'" in error["message"]
     assert "llamarunner runtime install" in error["message"]
     assert json.dumps(error)  # plain JSON, no traceback
+
+
+async def test_proxy_settings_in_the_environment_are_ignored(
+    monkeypatch, write_config, start_service, llama_server_bin, tiny_model, tiny_model_b
+) -> None:
+    # A proxy that does not exist: any request routed through it would fail.
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    running = await start_service(write_config(tiny_models(tiny_model, tiny_model_b),
+                                               runtime=llama_server_bin))
+    async with aiohttp.ClientSession(trust_env=False) as http, http.post(
+        running.base_url + "/v1/completions",
+        json={"model": "tiny", "prompt": "a", "max_tokens": 2},
+    ) as resp:
+        assert resp.status == 200

@@ -214,7 +214,7 @@ def test_failed_save_leaves_the_old_file_and_stays_dirty(
     def broken_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(metadata_cache.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         cache.save()
     assert cache_file.read_text(encoding="utf-8") == '{"schema": 1, "entries": {}}'

@@ -1,9 +1,8 @@
-"""GGUF files for reader tests: every value type, v2/v3, mmproj, embedding, big vocab, hostile.
+"""GGUF files for reader tests: every value type, v2/v3, mmproj, embedding, big vocab, hostile."""
 
-Well-formed files are written with gguf-py's ``GGUFWriter`` so that they are what the
-ecosystem really produces; hostile ones are assembled byte by byte with the helpers at the
-bottom, because no writer will produce them.
-"""
+# Well-formed files are written with gguf-py's GGUFWriter so that they are what the
+# ecosystem really produces; hostile ones are assembled byte by byte with the helpers at
+# the bottom, because no writer will produce them.
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from enum import IntEnum
 from typing import BinaryIO, Final
 
 __all__ = [
+    "GGML_TYPES",
     "GGML_TYPE_NAMES",
     "ArraySummary",
     "GGUFError",
@@ -23,8 +24,9 @@ GGUF_MAGIC: Final = b"GGUF"
 SUPPORTED_VERSIONS: Final = (2, 3)
 DEFAULT_ALIGNMENT: Final = 32
 
-# Limits that no real model comes near but that keep a hostile header from costing more than
-# a bounded amount of time and memory (llama.cpp's gguf.cpp rejects the same shapes).
+# Limits far above any real model that keep what a hostile header can cost bounded, in
+# time and memory. The counts are our own (the largest models have a few thousand
+# tensors); the rest follow llama.cpp's gguf.cpp checks (GGML_MAX_DIMS, alignment).
 MAX_TENSOR_COUNT: Final = 1_000_000
 MAX_KV_COUNT: Final = 1_000_000
 MAX_STRING_LENGTH: Final = 64 * 1024 * 1024
@@ -35,8 +37,8 @@ MAX_DIMS: Final = 4  # GGML_MAX_DIMS
 MAX_MATERIALISED_BYTES: Final = 64 * 1024 * 1024
 _ITEM_COST: Final = 64
 
-# One read-ahead buffer: big enough that a 262k-token vocabulary costs a few hundred reads,
-# small enough to be irrelevant next to the model itself.
+# One read-ahead buffer: a 262k-token vocabulary (~4 MB of strings) takes a handful of
+# reads, and holding it costs nothing next to the model itself.
 _CHUNK: Final = 1 << 20
 
 
@@ -195,8 +197,8 @@ class GGUFHeader:
     file_size: int
     alignment: int = DEFAULT_ALIGNMENT
     data_offset: int = 0
-    # GGUFValueType of each key (ARRAY for arrays; ArraySummary/lists carry no item types
-    # of their own for small arrays), so callers can tell a float32 from a float64.
+    # The GGUFValueType of each key (ARRAY for arrays): Python values alone cannot tell a
+    # float32 from a float64 or a uint8 from an int64.
     kv_types: dict[str, int] = field(default_factory=dict)
 
 
@@ -215,8 +217,8 @@ def read_gguf(path: str | os.PathLike[str], *, small_array_limit: int = 64) -> G
             return reader.header()
         except GGUFError as exc:
             raise GGUFError(exc.reason, path=name, offset=exc.offset) from None
-        except (UnicodeDecodeError, OverflowError, MemoryError) as exc:
-            # Defence in depth: the checks above should make these impossible.
+        except (struct.error, OverflowError) as exc:
+            # Defence in depth: the checks in _Reader should make these impossible.
             raise GGUFError(f"unreadable header ({type(exc).__name__})", path=name) from None
 
 

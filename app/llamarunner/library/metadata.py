@@ -14,6 +14,7 @@ __all__ = [
     "FILE_TYPE_NAMES",
     "GGUFError",
     "GGUFMetadata",
+    "metadata_from_header",
     "parameter_size_label",
     "quantization_name",
     "read_metadata",

@@ -41,6 +41,16 @@ class _Entry:
     mtime_ns: int
     meta: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    # The GGUFMetadata rebuilt from ``meta`` on the first hit, kept for later hits.
+    built: GGUFMetadata | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "meta": self.meta,
+            "error": self.error,
+        }
 
 
 class MetadataCache:
@@ -49,6 +59,7 @@ class MetadataCache:
     Parse failures are cached too, so a broken or hostile file is not re-read on every
     start. ``get`` and ``save`` may be called from several threads (asyncio.to_thread):
     parsing runs outside the lock, so two threads may parse the same new file once each.
+    Hits return one shared GGUFMetadata per file: treat its ``model_info`` as read-only.
     Entries are kept in least-recently-used order (dicts keep insertion order, and the JSON
     file keeps the dict's), which is what ``max_entries`` evicts by.
     """
@@ -97,7 +108,9 @@ class MetadataCache:
             error = {"reason": exc.reason, "offset": exc.offset}
             self._store(real, _Entry(st.st_size, st.st_mtime_ns, error=error))
             raise
-        self._store(real, _Entry(meta.file_size, meta.mtime_ns, meta=_to_json(meta)))
+        self._store(
+            real, _Entry(meta.file_size, meta.mtime_ns, meta=dataclasses.asdict(meta), built=meta)
+        )
         return meta
 
     def save(self) -> None:
@@ -114,7 +127,7 @@ class MetadataCache:
                 return
             payload = {
                 "schema": SCHEMA,
-                "entries": {p: dataclasses.asdict(e) for p, e in self._entries.items()},
+                "entries": {p: e.to_json() for p, e in self._entries.items()},
             }
             self._dirty = False
         try:
@@ -146,7 +159,7 @@ class MetadataCache:
             raw_entries = data["entries"]
             if not isinstance(raw_entries, dict):
                 raise ValueError("entries is not an object")
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, RecursionError) as exc:
             # A corrupt or outdated cache only costs one re-parse of each model; the next
             # save replaces it.
             log.warning("ignoring corrupt metadata cache %s: %s", self.cache_file, exc)
@@ -158,10 +171,6 @@ class MetadataCache:
                 self._dirty = True
                 continue
             self._entries[path] = entry
-
-
-def _to_json(meta: GGUFMetadata) -> dict[str, Any]:
-    return dataclasses.asdict(meta)
 
 
 def _entry_from_json(raw: object) -> _Entry | None:
@@ -182,7 +191,10 @@ def _entry_from_json(raw: object) -> _Entry | None:
 
 def _from_entry(entry: _Entry, path: str) -> GGUFMetadata | GGUFError | None:
     """Rebuild what an entry stands for, or None when it does not hold together."""
+    if entry.built is not None:
+        return entry.built
     if entry.error is not None:
+        # A new exception each time: re-raising one instance would grow its traceback.
         offset = entry.error.get("offset")
         return GGUFError(
             str(entry.error["reason"]),
@@ -191,7 +203,8 @@ def _from_entry(entry: _Entry, path: str) -> GGUFMetadata | GGUFError | None:
         )
     if entry.meta is None:
         return None
-    return _metadata_from_json(entry.meta)
+    entry.built = _metadata_from_json(entry.meta)
+    return entry.built
 
 
 def _metadata_from_json(raw: dict[str, Any]) -> GGUFMetadata | None:

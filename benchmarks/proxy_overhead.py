@@ -117,6 +117,7 @@ class Proxy:
         self.config_path = workdir / "config.json"
         self.config_path.write_text(json.dumps(config))
         env = {**os.environ, "LLAMARUNNER_DATA_DIR": str(workdir / "data"),
+               "LLAMARUNNER_CACHE_DIR": str(workdir / "cache"),
                "LLAMARUNNER_LOG_DIR": str(workdir / "logs")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llamarunner", "--headless", "--log-level", "WARNING",

@@ -20,11 +20,23 @@ from llamarunner.core.service import Service
 from llamarunner.runtime.resolver import RuntimeNotFoundError, resolve_runtime
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Find the real llama-server once, before tests move the cache folder to a temporary
+    # one: from then on the binary is reached through the override variable.
+    if not os.environ.get("LLAMARUNNER_LLAMA_SERVER"):
+        try:
+            os.environ["LLAMARUNNER_LLAMA_SERVER"] = str(resolve_runtime("llama-server"))
+        except RuntimeNotFoundError:
+            pass  # llama_server_bin fails the tests that need it, with the reason
+
+
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's real config, models folder or logs from a test."""
+    """Never touch the user's real config, models, caches, logs or model stores."""
     monkeypatch.setenv("LLAMARUNNER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LLAMARUNNER_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("LLAMARUNNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama-store"))
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
 

@@ -53,6 +53,14 @@ DEFAULT_STOP_GRACE: Final = 5.0
 # Empty means "the app's own models folder", which the Service resolves.
 DEFAULT_MODEL_DIRS: Final[tuple[str, ...]] = ()
 
+# Other apps' model stores read in place (never copied, never written): Ollama's blob
+# store and LM Studio's models folder. Named like the proxies, one entry per store.
+SOURCE_NAMES: Final = (OLLAMA, LMSTUDIO)
+# On by default: models the user already has should show up with no config at all.
+DEFAULT_SOURCE_ENABLED: Final = True
+# Empty means auto-detect ($OLLAMA_MODELS or ~/.ollama/models; LM Studio's settings).
+DEFAULT_SOURCE_PATH: Final = ""
+
 # llama-server flags the runner sets itself (listen address, model file): users may not.
 RUNNER_OWNED_ARGS: Final = frozenset({"host", "port", "m", "model"})
 # Flags that turn a llama-server into an embeddings server.

@@ -23,6 +23,13 @@ class ConfigChanges:
     models_updated: frozenset[str] = frozenset()
     # The folders scanned for *.gguf changed: the library must rescan.
     model_dirs_changed: bool = False
+    # The Ollama / LM Studio stores read in place were switched on/off or moved.
+    sources_changed: bool = False
+
+    @property
+    def library_changed(self) -> bool:
+        """True when the set of places models are discovered in changed: rescan them all."""
+        return self.model_dirs_changed or self.sources_changed
 
     @property
     def empty(self) -> bool:
@@ -65,4 +72,5 @@ def diff_configs(old: Config, new: Config) -> ConfigChanges:
         scheduler_changed=old.scheduler != new.scheduler,
         models_updated=updated,
         model_dirs_changed=old.model_dirs != new.model_dirs,
+        sources_changed=dict(old.sources) != dict(new.sources),
     )

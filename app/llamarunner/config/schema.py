@@ -231,7 +231,11 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model the user configured by hand; `args` are normalised (see `normalise_args`)."""
+    """A model the user configured by hand; `args` are normalised (see `normalise_args`).
+
+    An entry without a path (`path == ""`) names no file: it gives its settings to the
+    model of that name found in the model folders, Ollama's or LM Studio's store.
+    """
 
     name: str
     path: str
@@ -245,6 +249,23 @@ class ModelConfig:
     def serves_embeddings(self) -> bool:
         """True when llama-server is started in embeddings mode (`embedding(s): true`)."""
         return any(self.args.get(key) is True for key in defaults.EMBEDDING_ARGS)
+
+    @property
+    def settings_only(self) -> bool:
+        """True for an entry without a path: settings for a discovered model of this name."""
+        return not self.path
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Another app's model store read in place: on or off, and where (empty = auto-detect)."""
+
+    enabled: bool = defaults.DEFAULT_SOURCE_ENABLED
+    path: str = defaults.DEFAULT_SOURCE_PATH
+
+
+def _default_sources() -> dict[str, SourceConfig]:
+    return {name: SourceConfig() for name in defaults.SOURCE_NAMES}
 
 
 @dataclass(frozen=True)
@@ -267,6 +288,8 @@ class Config:
     models: Mapping[str, ModelConfig]
     model_dirs: tuple[str, ...]
     scheduler: SchedulerConfig
+    # "ollama" and "lmstudio", always both present.
+    sources: Mapping[str, SourceConfig] = field(default_factory=_default_sources)
     # The decoded JSON it came from; only used to carry "_"/"$" comment keys back out.
     # Not compared: two configs that mean the same are equal whatever their comments.
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -306,6 +329,13 @@ class Config:
                 "stop_grace": format_duration(scheduler.stop_grace),
             },
         }
+        # Written only when set (or already in the file), so that saving a config written
+        # before sources existed does not add a section the user never asked for.
+        if self.sources != _default_sources() or "sources" in self.raw:
+            shaped["sources"] = {
+                name: {"enabled": source.enabled, "path": source.path}
+                for name, source in self.sources.items()
+            }
         return _with_comments(shaped, self.raw)
 
 
@@ -315,6 +345,8 @@ def _model_dict(model: ModelConfig) -> dict[str, Any]:
         "runtime": model.runtime,
         "args": {k: list(v) if isinstance(v, list) else v for k, v in model.args.items()},
     }
+    if model.settings_only:
+        del entry["path"]
     if model.ttl is not None:
         entry["ttl"] = format_duration(model.ttl)
     if model.alias:
@@ -341,10 +373,13 @@ def _with_comments(shaped: dict[str, Any], raw: object) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Validation
 
-_TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler")
+_TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler", "sources")
 _PROXY_KEYS = ("enabled", "host", "port")
 _RUNTIME_KEYS = ("path",)
 _MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias")
+# What an entry without a path must give at least one of: otherwise it does nothing.
+_SETTINGS_KEYS = ("runtime", "args", "ttl", "alias")
+_SOURCE_KEYS = ("enabled", "path")
 _SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeout", "stop_grace")
 # Hosts that bind every interface, so they clash with any other host on the same port.
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
@@ -630,9 +665,13 @@ def _parse_runtimes(checker: _Checker, data: Mapping[str, Any]) -> dict[str, Run
     return result
 
 
-def _model_name_problem(name: str) -> str | None:
+def _model_name_problem(name: str, *, settings_only: bool = False) -> str | None:
     if not name.strip():
         return "a model needs a name: it is what clients ask for"
+    if settings_only and "\\" not in name:
+        # Settings for a discovered model use the name it was found under, and Ollama's
+        # store has names like "namespace/model:tag".
+        return None
     if "/" in name or "\\" in name:
         # Names end up in URLs and file names; slashes belong in an alias.
         return "a model name cannot contain '/' or '\\' (put such names in alias)"
@@ -670,16 +709,21 @@ def _parse_models(
         if is_comment_key(name):
             continue
         entry_path = (*path, name)
-        name_problem = _model_name_problem(name)
+        settings_only = isinstance(raw, dict) and "path" not in raw
+        name_problem = _model_name_problem(name, settings_only=settings_only)
         if name_problem:
             checker.problem(entry_path, name_problem)
         entry = checker.mapping(raw, entry_path)
         if entry is None:
             continue
         checker.known_keys(entry, entry_path, _MODEL_KEYS)
-        if "path" not in entry:
+        if settings_only and not any(key in entry for key in _SETTINGS_KEYS):
+            # Without a path an entry only gives settings to a discovered model; with no
+            # settings either it does nothing, which is surely not what was meant.
             checker.problem(
-                (*entry_path, "path"), "missing: give the path of the model's .gguf file"
+                (*entry_path, "path"),
+                "missing: give the path of the model's .gguf file, or settings (args, ttl, "
+                "alias, runtime) for a model found in your folders, Ollama or LM Studio",
             )
         model_path = os.path.expanduser(checker.string(entry, "path", entry_path, ""))
         runtime = checker.string(entry, "runtime", entry_path, defaults.DEFAULT_RUNTIME_NAME)
@@ -738,6 +782,39 @@ def _parse_model_dirs(checker: _Checker, data: Mapping[str, Any]) -> tuple[str, 
     return tuple(folders)
 
 
+def _parse_sources(checker: _Checker, data: Mapping[str, Any]) -> dict[str, SourceConfig]:
+    result = _default_sources()
+    path: KeyPath = ("sources",)
+    section = checker.mapping(data["sources"], path) if "sources" in data else None
+    for name, raw in (section or {}).items():
+        if is_comment_key(name):
+            continue
+        entry_path = (*path, name)
+        if name not in defaults.SOURCE_NAMES:
+            checker.problem(entry_path, "unknown source (the sources are 'ollama' and 'lmstudio')")
+            continue
+        entry = checker.mapping(raw, entry_path)
+        if entry is None:
+            continue
+        checker.known_keys(entry, entry_path, _SOURCE_KEYS)
+        folder = defaults.DEFAULT_SOURCE_PATH
+        if "path" in entry:
+            raw_path = entry["path"]
+            if isinstance(raw_path, str):
+                # Empty (or blank) means auto-detect, so unlike other paths it is allowed.
+                folder = os.path.expanduser(raw_path.strip()) if raw_path.strip() else ""
+            else:
+                checker.problem(
+                    (*entry_path, "path"),
+                    f"must be a folder path, or \"\" to find it, not {_json_kind(raw_path)}",
+                )
+        result[name] = SourceConfig(
+            enabled=checker.boolean(entry, "enabled", entry_path, defaults.DEFAULT_SOURCE_ENABLED),
+            path=folder,
+        )
+    return result
+
+
 def _parse_scheduler(checker: _Checker, data: Mapping[str, Any]) -> SchedulerConfig:
     path: KeyPath = ("scheduler",)
     base = SchedulerConfig()
@@ -774,6 +851,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
     models = _parse_models(checker, data, runtimes)
     model_dirs = _parse_model_dirs(checker, data)
     scheduler = _parse_scheduler(checker, data)
+    sources = _parse_sources(checker, data)
     _raise_problems(checker, text, file)
     return Config(
         proxies=proxies,
@@ -781,6 +859,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
         models=models,
         model_dirs=model_dirs,
         scheduler=scheduler,
+        sources=sources,
         raw=copy.deepcopy(data),
     )
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..core.errors import UpstreamError
 from ..runner.manager import Lease
+from .errors import openai_error
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ async def relay_openai(
 
 
 def _error_like_upstream(status: int, message: str, etype: str | None) -> web.Response:
-    from .errors import openai_error
-
     return openai_error(message, status=status, error_type=etype, code=etype)
 
 
@@ -132,16 +131,17 @@ async def _relay_stream(
         log.warning("stream from %s broke off: %s", lease.runner.name, exc)
         await _write_quietly(response, sse_error_event(_broken_message(lease, exc)))
         return response
-    if b"[DONE]" not in tail and not _finished_cleanly(tail):
+    if b"[DONE]" not in tail and not _ended_with_error_event(tail):
         await _write_quietly(response, sse_error_event(_broken_message(lease, None)))
         return response
     await _write_eof_quietly(response)
     return response
 
 
-def _finished_cleanly(tail: bytes) -> bool:
-    # An error event from llama-server itself also ends a stream legitimately.
-    return tail.rstrip().endswith(b"}") and b"error" in tail
+def _ended_with_error_event(tail: bytes) -> bool:
+    # llama-server ends a stream that fails midway with its own `data: {"error": ...}`
+    # event and no [DONE]: that is a reported error, not a broken connection.
+    return tail.rstrip().endswith(b"}") and b'"error"' in tail
 
 
 def _broken_message(lease: Lease, exc: Any) -> str:

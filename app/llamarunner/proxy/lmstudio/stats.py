@@ -80,27 +80,24 @@ def generation_stats(timings: Mapping[str, Any] | None, finish_reason: str | Non
     Without timings (an older llama-server) the figures are 0.
     """
     t = timings or {}
-    prompt_s = _ms(t.get("prompt_ms")) / 1000
-    predicted_s = _ms(t.get("predicted_ms")) / 1000
+    prompt_s = _non_negative(t.get("prompt_ms")) / 1000
+    predicted_s = _non_negative(t.get("predicted_ms")) / 1000
     predicted = _count(t.get("predicted_n"))
     if predicted is None and usage is not None:
         predicted = _count(usage.get("completion_tokens"))
-    rate = t.get("predicted_per_second")
-    if not _is_number(rate) or rate < 0:
+    # llama-server's own rate when it gives one; it is the same quotient, unrounded.
+    rate = _non_negative(t.get("predicted_per_second")) if "predicted_per_second" in t else None
+    if rate is None:
         rate = predicted / predicted_s if predicted and predicted_s > 0 else 0.0
     return {
-        "tokens_per_second": float(rate),
+        "tokens_per_second": rate,
         "time_to_first_token": round(prompt_s, _DIGITS),
         "generation_time": round(prompt_s + predicted_s, _DIGITS),
         "stop_reason": stop_reason(finish_reason, predicted=predicted, max_tokens=max_tokens),
     }
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _ms(value: object) -> float:
+def _non_negative(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
     return 0.0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..context import BACKEND, ProxyBackend
+from ..context import BACKEND
 from ..errors import error_middleware, render_openai
+from ..lmstudio import LMSTUDIO_BACKEND, LMStudioBackend, add_lmstudio_routes
 from .routes import add_openai_routes
 
 # Room for long prompts and inline images; aiohttp's own default (1 MiB) is far too small.
@@ -16,11 +17,13 @@ async def root(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "service": "llamarunner"})
 
 
-def create_openai_app(backend: ProxyBackend) -> web.Application:
+def create_openai_app(backend: LMStudioBackend) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware(render_openai)], client_max_size=MAX_BODY_BYTES
     )
     app[BACKEND] = backend
+    app[LMSTUDIO_BACKEND] = backend
     app.router.add_get("/", root)
     add_openai_routes(app)
+    add_lmstudio_routes(app)
     return app

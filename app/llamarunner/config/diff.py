@@ -38,10 +38,11 @@ class ConfigChanges:
 
 
 def _command_changed(old: Config, new: Config, before: ModelConfig, after: ModelConfig) -> bool:
-    if (before.path, before.runtime, dict(before.args)) != (
+    if (before.path, before.runtime, dict(before.args), before.unset_args) != (
         after.path,
         after.runtime,
         dict(after.args),
+        after.unset_args,
     ):
         return True
     return old.runtimes.get(before.runtime) != new.runtimes.get(after.runtime)

@@ -244,6 +244,9 @@ class ModelConfig:
     # None: inherit scheduler.default_ttl. math.inf: never unload. 0: unload after each request.
     ttl: float | None = None
     alias: tuple[str, ...] = ()
+    # Only for entries without a path: flags written false/null there, which switch off
+    # defaults the discovered model would otherwise get (e.g. "jinja": false).
+    unset_args: tuple[str, ...] = ()
 
     @property
     def serves_embeddings(self) -> bool:
@@ -347,6 +350,7 @@ def _model_dict(model: ModelConfig) -> dict[str, Any]:
     }
     if model.settings_only:
         del entry["path"]
+        entry["args"].update(dict.fromkeys(model.unset_args, False))
     if model.ttl is not None:
         entry["ttl"] = format_duration(model.ttl)
     if model.alias:
@@ -734,10 +738,13 @@ def _parse_models(
                 f"(defined: {', '.join(sorted(runtimes))})",
             )
         args: dict[str, ArgValue] = {}
+        unset: tuple[str, ...] = ()
         if "args" in entry:
             raw_args = checker.mapping(entry["args"], (*entry_path, "args"))
             if raw_args is not None:
                 args = _check_args(checker, raw_args, (*entry_path, "args"))
+                if settings_only:
+                    unset = _unset_flags(raw_args)
         ttl = None
         if entry.get("ttl") is not None:  # null, like a missing key, inherits default_ttl
             ttl = checker.duration(entry, "ttl", entry_path, defaults.DEFAULT_TTL)
@@ -749,6 +756,7 @@ def _parse_models(
             args=args,
             ttl=ttl,
             alias=tuple(aliases[name].values()),
+            unset_args=unset,
         )
     # A name clients ask for must lead to exactly one model.
     owner: dict[str, str] = {}
@@ -764,6 +772,18 @@ def _parse_models(
             else:
                 owner[alias] = name
     return result
+
+
+def _unset_flags(raw_args: Mapping[str, object]) -> tuple[str, ...]:
+    """Flags written false/null/[] (already checked by `_check_args`), without dashes."""
+    unset: list[str] = []
+    for key, value in raw_args.items():
+        name = key.lstrip("-") if isinstance(key, str) else ""
+        if is_comment_key(key) or not name or name in defaults.RUNNER_OWNED_ARGS:
+            continue
+        if (value is None or value is False or value == []) and name not in unset:
+            unset.append(name)
+    return tuple(unset)
 
 
 def _parse_model_dirs(checker: _Checker, data: Mapping[str, Any]) -> tuple[str, ...]:

@@ -1,1 +1,1 @@
-"""gui package."""
+"""The desktop front end: Qt (PySide6) views over the same Service the headless mode runs."""

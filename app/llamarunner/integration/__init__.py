@@ -1,1 +1,1 @@
-"""integration package."""
+"""Desktop integration without Qt: single instance now, autostart per OS later."""

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ..config.schema import ArgValue, Config, ModelConfig
 from .discovery import (
@@ -203,7 +203,7 @@ def build_catalog(
         for alias in aliases:
             taken[alias.casefold()] = name
         extra = settings.get(name)
-        models[name] = _discovered_model(config, name, entry, aliases, extra)
+        models[name] = _discovered_model(name, entry, aliases, extra)
         entries[name] = dataclasses.replace(
             entry, name=name, aliases=aliases, fallback_names=()
         )
@@ -286,7 +286,6 @@ def _free_name(entry: LibraryEntry, taken: Mapping[str, str]) -> str:
 
 
 def _discovered_model(
-    config: Config,
     name: str,
     entry: LibraryEntry,
     aliases: tuple[str, ...],
@@ -299,9 +298,8 @@ def _discovered_model(
         args["lora"] = list(entry.adapters)
     if extra is None:
         return ModelConfig(name=name, path=entry.path, args=args, alias=aliases)
-    # `false`/`null` in the config leave a flag out; normalised args drop such values,
-    # so the raw file says which defaults the user switched off.
-    for flag in _switched_off(config.raw, name):
+    # `"jinja": false` in the entry switches a default off.
+    for flag in extra.unset_args:
         args.pop(flag, None)
     args.update(extra.args)
     return ModelConfig(
@@ -312,19 +310,6 @@ def _discovered_model(
         ttl=extra.ttl,
         alias=(*extra.alias, *(a for a in aliases if a not in extra.alias)),
     )
-
-
-def _switched_off(raw: Mapping[str, Any], name: str) -> list[str]:
-    models = raw.get("models")
-    entry = models.get(name) if isinstance(models, Mapping) else None
-    args = entry.get("args") if isinstance(entry, Mapping) else None
-    if not isinstance(args, Mapping):
-        return []
-    return [
-        key.lstrip("-")
-        for key, value in args.items()
-        if isinstance(key, str) and (value is None or value is False or value == [])
-    ]
 
 
 def _configured_entry(model: ModelConfig, problems: list[str]) -> LibraryEntry:

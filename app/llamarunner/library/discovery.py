@@ -284,8 +284,6 @@ def _kind_of(
         return SkippedFile(path, f"cannot read it: {exc.strerror or exc}")
     if MMPROJ_NAME.search(os.path.basename(path)):
         return "projector"
-    if peek.tensor_count == 0:
-        return SkippedFile(path, "vocab-only GGUF (no tensors): a tokenizer, not a model")
     try:
         meta = read_meta(path, metadata)
     except GGUFError as exc:
@@ -294,8 +292,9 @@ def _kind_of(
         return SkippedFile(path, f"cannot read it: {exc.strerror or exc}")
     if meta.is_projector:
         return "projector"
-    if meta.model_info.get("general.type") == "vocab":
-        return SkippedFile(path, "vocab-only GGUF (general.type vocab): not a model")
+    if peek.tensor_count == 0 or meta.model_info.get("general.type") == "vocab":
+        # llama.cpp's models/ggml-vocab-*.gguf: a tokenizer for tests, nothing to run.
+        return SkippedFile(path, "vocab-only GGUF (no weights): a tokenizer, not a model")
     return "model"
 
 

@@ -136,8 +136,8 @@ def _manifest_files(
             skipped.append(SkippedFile(folder, f"cannot list this folder: {exc.strerror or exc}"))
             return
         for entry in entries:
-            if entry.name.startswith("."):
-                continue  # editors' and sync tools' droppings, never Ollama's
+            if entry.name.startswith(".") and ".." not in entry.name and "\\" not in entry.name:
+                continue  # .DS_Store and other tools' droppings, never Ollama's
             here = (*parts, entry.name)
             if not _NAME_PART.fullmatch(entry.name) or ".." in entry.name:
                 skipped.append(

@@ -1,0 +1,1 @@
+"""The desktop app's windows: library, config editor, logs and meters."""

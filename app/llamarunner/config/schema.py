@@ -781,9 +781,10 @@ def _unset_flags(raw_args: Mapping[str, object]) -> tuple[str, ...]:
         name = key.lstrip("-") if isinstance(key, str) else ""
         if is_comment_key(key) or not name or name in defaults.RUNNER_OWNED_ARGS:
             continue
-        if (value is None or value is False or value == []) and name not in unset:
+        if value is None or value is False or value == []:
             unset.append(name)
-    return tuple(unset)
+    # Sorted: which flags are off is what counts, and the file may spell them "--x" or "x".
+    return tuple(sorted(set(unset)))
 
 
 def _parse_model_dirs(checker: _Checker, data: Mapping[str, Any]) -> tuple[str, ...]:

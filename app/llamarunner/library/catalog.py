@@ -159,7 +159,8 @@ def build_catalog(
 
     Precedence: configured models (with a path) keep their names and files; then the
     model folders, Ollama's store and LM Studio's, in that order. A file reached twice
-    (same real path) is listed once, by the first source. A discovered name already
+    (same real path) is listed once, by the first source, and answers to its other names
+    as aliases (where those are free). A discovered name already
     taken (case-insensitively) by a name or alias tries the entry's fallback names
     (LM Studio: ``publisher/key``), then gets ``-2``, ``-3``... and a logged warning.
     Discovered models get DISCOVERED_MODEL_ARGS, ``mmproj`` when a projector is paired
@@ -191,10 +192,10 @@ def build_catalog(
         if real in files:
             owner = files[real]
             log.debug("%s is already listed as %s", entry.path, owner)
-            if entries[owner].source != "config":
-                # Ollama tags one blob under several names ("llama3.2:latest" and
-                # "llama3.2:3b"): listed once, the other names still reach it.
-                _add_aliases(owner, (entry.name, *entry.aliases), models, entries, taken)
+            # Listed once, but the names it was found under still reach it: Ollama tags
+            # one blob as "llama3.2:latest" and "llama3.2:3b", and a configured model may
+            # point at a blob that clients ask for by its Ollama name.
+            _add_aliases(owner, (entry.name, *entry.aliases), models, entries, taken)
             continue
         name = _free_name(entry, taken)
         files[real] = name

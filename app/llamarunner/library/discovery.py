@@ -130,6 +130,7 @@ def quant_token(stem: str) -> str | None:
 
 def inside(path: str, root: str) -> bool:
     """Whether the real path `path` is `root` or under it (both already realpath'd)."""
+    path, root = os.path.normcase(path), os.path.normcase(root)
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 

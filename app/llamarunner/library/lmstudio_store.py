@@ -48,11 +48,7 @@ _GGUF_REPO_SUFFIX: Final = re.compile(r"[-_.]gguf$", re.IGNORECASE)
 def lmstudio_home(home: Path | None = None) -> Path:
     """LM Studio's home folder: where ~/.lmstudio-home-pointer points, else ~/.lmstudio."""
     home = Path.home() if home is None else home
-    try:
-        with open(home / _POINTER_FILE, encoding="utf-8") as file:
-            pointed = file.read(64 * 1024).strip()
-    except (OSError, UnicodeDecodeError):
-        pointed = ""
+    pointed = _read_text(home / _POINTER_FILE).strip()
     if pointed and Path(pointed).expanduser().is_dir():
         return Path(pointed).expanduser()
     return home / _HOME
@@ -76,11 +72,22 @@ def default_lmstudio_roots(home: Path | None = None) -> list[Path]:
     return roots
 
 
+def _read_text(path: Path) -> str:
+    """A small text file's content, or "" when it is missing, unreadable or not a file."""
+    try:
+        # Only regular files: opening a FIFO left in its place would block the scan.
+        if not path.is_file():
+            return ""
+        with open(path, encoding="utf-8") as file:
+            return file.read(_MAX_SETTINGS_BYTES)
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def _downloads_folder(settings: Path) -> Path | None:
     try:
-        with open(settings, "rb") as file:
-            data = json.loads(file.read(_MAX_SETTINGS_BYTES))
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = json.loads(_read_text(settings))
+    except ValueError:
         return None
     folder = data.get(_DOWNLOADS_KEY) if isinstance(data, dict) else None
     if isinstance(folder, str) and folder.strip():

@@ -223,12 +223,13 @@ def _entry_for(
 
 def _read_manifest(path: str) -> tuple[Mapping[str, Any], float]:
     try:
+        # Checked before opening: opening a FIFO planted as a manifest would block the scan.
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("manifest is not a regular file")
+        if st.st_size > _MAX_MANIFEST_BYTES:
+            raise _Refused(f"manifest is {st.st_size} bytes, too big to be one")
         with open(path, "rb") as file:
-            st = os.fstat(file.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _Refused("manifest is not a regular file")
-            if st.st_size > _MAX_MANIFEST_BYTES:
-                raise _Refused(f"manifest is {st.st_size} bytes, too big to be one")
             data = file.read(_MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise _Refused(f"cannot read the manifest: {exc.strerror or exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,9 @@ def test_projector_paired_by_name_in_a_mixed_folder(lms: FakeLMStudio) -> None:
     found, _ = scan(lms.models)
     assert found["mixed@llava-7b-q4_0"].projector == str(projector)
     assert found["mixed@mistral-7b-q4_0"].projector is None
+
+
+def test_fifo_settings_file_does_not_block(lms: FakeLMStudio) -> None:
+    os.mkfifo(lms.app_home / "settings.json")
+    os.mkfifo(lms.home / ".lmstudio-home-pointer")
+    assert default_lmstudio_roots(lms.home)[0] == lms.models

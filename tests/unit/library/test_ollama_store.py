@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,11 @@ def test_default_roots_use_home_from_the_environment(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("OLLAMA_MODELS", raising=False)
     assert default_ollama_roots()[0] == tmp_path / ".ollama" / "models"
+
+
+def test_fifo_as_manifest_does_not_block(store: FakeOllamaStore) -> None:
+    fifo = store.manifests / "registry.ollama.ai" / "library" / "pipe" / "latest"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    _, skipped = scan(store)
+    assert "not a regular file" in skipped[str(fifo)]

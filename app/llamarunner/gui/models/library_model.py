@@ -1,0 +1,203 @@
+"""The model library as a Qt table: one row per model, live runner state, sort and filter."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtGui import QColor
+
+from ..windows._common import ERROR_COLOR, OK_COLOR, human_size
+
+_ROOT: Final = QModelIndex()
+# Numbers sort as numbers (a 7B model after a 270M one) through this role, not their labels.
+SORT_ROLE: Final = int(Qt.ItemDataRole.UserRole) + 1
+# The model's name, for views that map a selected row back to the Service.
+NAME_ROLE: Final = int(Qt.ItemDataRole.UserRole) + 2
+
+COLUMNS: Final = (
+    "Name",
+    "Source",
+    "Architecture",
+    "Parameters",
+    "Quantization",
+    "Context",
+    "Size on disk",
+    "Capabilities",
+    "State",
+)
+(COL_NAME, COL_SOURCE, COL_ARCH, COL_PARAMS, COL_QUANT, COL_CONTEXT, COL_SIZE, COL_CAPS,
+ COL_STATE) = range(len(COLUMNS))
+_NUMERIC_COLUMNS: Final = frozenset({COL_PARAMS, COL_CONTEXT, COL_SIZE})
+
+# What each runner state reads as in the table; the busy ones end in an ellipsis so they
+# read as "in progress" (the window also shows a busy bar while any model is loading).
+STATE_TEXT: Final = {
+    "stopped": "stopped",
+    "starting": "loading…",
+    "ready": "ready",
+    "stopping": "unloading…",
+    "failed": "failed",
+}
+BUSY_STATES: Final = frozenset({"starting", "stopping"})
+_UNKNOWN: Final = "—"
+
+
+@dataclass(frozen=True)
+class LibraryRow:
+    """One model as the library shows it; None means "not known" (unreadable header...)."""
+
+    name: str
+    source: str
+    path: str
+    architecture: str | None = None
+    parameters: str | None = None
+    parameter_count: int | None = None
+    quantization: str | None = None
+    context_length: int | None = None
+    size: int | None = None
+    capabilities: tuple[str, ...] = ()
+    state: str = "stopped"
+    reason: str = ""
+
+    def display(self, column: int) -> str:
+        if column == COL_NAME:
+            return self.name
+        if column == COL_SOURCE:
+            return self.source
+        if column == COL_ARCH:
+            return self.architecture or _UNKNOWN
+        if column == COL_PARAMS:
+            return self.parameters or _UNKNOWN
+        if column == COL_QUANT:
+            return self.quantization or _UNKNOWN
+        if column == COL_CONTEXT:
+            return f"{self.context_length:,}" if self.context_length else _UNKNOWN
+        if column == COL_SIZE:
+            return human_size(self.size) if self.size is not None else _UNKNOWN
+        if column == COL_CAPS:
+            return ", ".join(self.capabilities) or _UNKNOWN
+        if column == COL_STATE:
+            return STATE_TEXT.get(self.state, self.state)
+        return ""
+
+    def sort_key(self, column: int) -> str | int:
+        # One type per column: Qt compares mixed variants (None vs int) inconsistently.
+        if column == COL_PARAMS:
+            return self.parameter_count if self.parameter_count is not None else -1
+        if column == COL_CONTEXT:
+            return self.context_length or -1
+        if column == COL_SIZE:
+            return self.size if self.size is not None else -1
+        return self.display(column).casefold()
+
+
+class LibraryModel(QAbstractTableModel):
+    """Rows of LibraryRow; the window rebuilds them from the Service and patches states."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[LibraryRow] = []
+        self._index: dict[str, int] = {}
+
+    # ---- reading -------------------------------------------------------------------
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return COLUMNS[section]
+            if role == Qt.ItemDataRole.TextAlignmentRole and section in _NUMERIC_COLUMNS:
+                return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex,
+             role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        row, column = self._rows[index.row()], index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return row.display(column)
+        if role == SORT_ROLE:
+            return row.sort_key(column)
+        if role == NAME_ROLE:
+            return row.name
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in _NUMERIC_COLUMNS:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(row, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column == COL_STATE:
+            if row.state == "ready":
+                return QColor(OK_COLOR)
+            if row.state == "failed":
+                return QColor(ERROR_COLOR)
+        return None
+
+    @staticmethod
+    def _tooltip(row: LibraryRow, column: int) -> str | None:
+        if column == COL_NAME:
+            return row.path
+        if column == COL_STATE and row.reason:
+            return row.reason
+        if column == COL_CONTEXT and row.context_length:
+            return "context length the model was trained for; the ctx-size argument sets " \
+                   "how much of it llama-server uses"
+        return None
+
+    def row_for(self, name: str) -> LibraryRow | None:
+        position = self._index.get(name)
+        return None if position is None else self._rows[position]
+
+    def names(self) -> list[str]:
+        return [row.name for row in self._rows]
+
+    def busy(self) -> bool:
+        """Whether any model is loading or unloading."""
+        return any(row.state in BUSY_STATES for row in self._rows)
+
+    # ---- writing -------------------------------------------------------------------
+
+    def set_rows(self, rows: Sequence[LibraryRow]) -> None:
+        self.beginResetModel()
+        self._rows = list(rows)
+        self._index = {row.name: i for i, row in enumerate(self._rows)}
+        self.endResetModel()
+
+    def set_state(self, name: str, state: str, reason: str = "") -> bool:
+        """Patch one row's state in place; False when no row has that name."""
+        position = self._index.get(name)
+        if position is None:
+            return False
+        self._rows[position] = dataclasses.replace(self._rows[position], state=state,
+                                                   reason=reason)
+        cell = self.index(position, COL_STATE)
+        self.dataChanged.emit(cell, cell)
+        return True
+
+
+class LibraryFilterModel(QSortFilterProxyModel):
+    """Case-insensitive text filter over every column, numeric-aware sorting."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setSortRole(SORT_ROLE)
+        self.setFilterKeyColumn(-1)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        # A state change re-sorts only when sorting by state; cheap at library sizes.
+        self.setDynamicSortFilter(True)

@@ -1,0 +1,290 @@
+"""The tray icon: state at a glance, a menu built when it opens, and failure notifications."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
+
+from ..core.service import Service
+from ..proxy.servers import API_TITLES
+from .bridge import ServiceBridge
+from .icons import IconState, state_icon
+
+log = logging.getLogger(__name__)
+
+APP_TITLE = "LlamaRunner Pro"
+# At login the app can start before the panel that hosts the tray; wait this long for one
+# before falling back to a window (vorta's pattern).
+TRAY_WAIT_SECONDS = 8.0
+_TRAY_POLL_MS = 250
+_NOTIFY_MS = 10_000
+# The two APIs, in the order the tooltip lists them.
+_API_ORDER = ("ollama", "lmstudio")
+_LOADED = frozenset({"ready", "starting"})
+
+
+class WindowOpener(Protocol):
+    """What the tray needs from the window manager."""
+
+    def show_library(self) -> QWidget | None: ...
+    def show_settings(self) -> QWidget | None: ...
+    def show_logs(self) -> QWidget | None: ...
+    def show_meters(self) -> QWidget | None: ...
+
+
+def compute_state(runner_states: Iterable[str], *, listener_error: bool,
+                  failure_pending: bool) -> IconState:
+    """The one state the icon shows; a pure function so its priorities are tested as a table.
+
+    A listener that cannot listen outranks everything (no client can reach the app); a
+    load in progress outranks an older failure (the user is retrying); an unacknowledged
+    failure outranks models that still serve, so a crash is not hidden by another model.
+    """
+    states = set(runner_states)
+    if listener_error:
+        return IconState.ERROR
+    if "starting" in states:
+        return IconState.LOADING
+    if failure_pending:
+        return IconState.ERROR
+    if "ready" in states:
+        return IconState.SERVING
+    return IconState.IDLE
+
+
+class TrayIcon(QSystemTrayIcon):
+    """The app's face in the system tray.
+
+    The menu is rebuilt every time it opens (aboutToShow), from the Service as it is then,
+    so it never shows stale models or states; left click opens the model library.
+    """
+
+    quit_requested = Signal()
+
+    def __init__(self, service: Service, bridge: ServiceBridge, windows: WindowOpener,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._service = service
+        self._bridge = bridge
+        self._windows = windows
+        self._state = IconState.IDLE
+        # The latest failure (model, message) not yet followed by a successful load.
+        self._failure: tuple[str, str] | None = None
+        self._previous: dict[str, str] = {}
+
+        self._menu = QMenu()
+        self._models_menu = QMenu("Models")
+        self._library_action = QAction("Model library…", self)
+        self._library_action.triggered.connect(lambda: windows.show_library())
+        self._settings_action = QAction("Settings…", self)
+        self._settings_action.triggered.connect(lambda: windows.show_settings())
+        self._logs_action = QAction("Logs…", self)
+        self._logs_action.triggered.connect(lambda: windows.show_logs())
+        self._meters_action = QAction("Meters…", self)
+        self._meters_action.triggered.connect(lambda: windows.show_meters())
+        self._autostart_action = QAction("Start at login", self)
+        self._autostart_action.setCheckable(True)
+        self._autostart_action.setVisible(False)
+        self._quit_action = QAction("Quit", self)
+        self._quit_action.triggered.connect(self.quit_requested.emit)
+        self._menu.aboutToShow.connect(self.build_menu)
+        self.setContextMenu(self._menu)
+        self.build_menu()
+
+        self.activated.connect(self._on_activated)
+        bridge.runner_state_changed.connect(self._on_runner_state)
+        bridge.listener_changed.connect(lambda *_: self.refresh())
+        bridge.config_applied.connect(lambda _path: self.refresh())
+        bridge.action_failed.connect(self._on_action_failed)
+        self.refresh()
+
+    # ---- state ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> IconState:
+        return self._state
+
+    @property
+    def menu(self) -> QMenu:
+        return self._menu
+
+    @property
+    def models_menu(self) -> QMenu:
+        return self._models_menu
+
+    @property
+    def autostart_action(self) -> QAction:
+        """The "Start at login" toggle: created now but invisible.
+
+        Autostart (per-OS classes behind one facade in llamarunner.integration) arrives
+        in a later issue, which makes this action visible, sets its check state from the
+        facade and connects `toggled`. Until then it is hidden rather than absent so the
+        menu layout, and tests that look for it, do not change when it lands.
+        """
+        return self._autostart_action
+
+    def refresh(self) -> None:
+        """Recompute the icon and the tooltip from the Service."""
+        states = [info.state for info in self._service.manager.snapshot()]
+        listener_error = bool(self._service.listeners.last_errors)
+        self._state = compute_state(states, listener_error=listener_error,
+                                    failure_pending=self._failure is not None)
+        self.setIcon(state_icon(self._state))
+        self.setToolTip(self.tooltip_text())
+
+    def status_text(self) -> str:
+        snapshot = self._service.manager.snapshot()
+        ready = sorted(info.name for info in snapshot if info.state == "ready")
+        starting = sorted(info.name for info in snapshot if info.state == "starting")
+        if self._service.listeners.last_errors:
+            names = ", ".join(API_TITLES.get(n, n) for n in sorted(
+                self._service.listeners.last_errors))
+            return f"Not listening: {names}"
+        if starting:
+            return f"Loading {', '.join(starting)}…"
+        if self._failure is not None:
+            return f"{self._failure[0]}: {self._failure[1]}"
+        if ready:
+            return f"Serving {', '.join(ready)}"
+        return "No model loaded"
+
+    def tooltip_text(self) -> str:
+        lines = [f"{APP_TITLE} — {self.status_text()}"]
+        addresses = self._service.listeners.addresses()
+        errors = self._service.listeners.last_errors
+        proxies = self._service.config.proxies
+        for name in _API_ORDER:
+            title = API_TITLES.get(name, name)
+            if name in addresses:
+                lines.append(f"{title}: {addresses[name]}")
+            elif name in errors:
+                lines.append(f"{title}: not listening (see Settings)")
+            elif name in proxies and not proxies[name].enabled:
+                lines.append(f"{title}: off")
+        return "\n".join(lines)
+
+    # ---- the menu --------------------------------------------------------------------
+
+    def build_menu(self) -> None:
+        """Fill the menu from the Service as it is now (called each time it opens)."""
+        menu = self._menu
+        menu.clear()  # deletes the status action only: the others belong to the tray
+        status = QAction(self.status_text(), menu)
+        status.setEnabled(False)
+        menu.addAction(status)
+        self._build_models_menu()
+        menu.addMenu(self._models_menu)
+        menu.addSeparator()
+        for action in (self._library_action, self._settings_action, self._logs_action,
+                       self._meters_action, self._autostart_action):
+            menu.addAction(action)
+        menu.addSeparator()
+        menu.addAction(self._quit_action)
+
+    def _build_models_menu(self) -> None:
+        submenu = self._models_menu
+        submenu.clear()
+        states = {info.name: info.state for info in self._service.manager.snapshot()}
+        names = sorted(self._service.models(), key=str.lower)
+        if not names:
+            empty = QAction("No models found", submenu)
+            empty.setEnabled(False)
+            submenu.addAction(empty)
+            return
+        for name in names:
+            state = states.get(name, "stopped")
+            label = {"starting": f"{name} (loading…)", "stopping": f"{name} (stopping…)",
+                     "failed": f"{name} (failed)"}.get(state, name)
+            action = QAction(label, submenu)
+            action.setCheckable(True)
+            action.setChecked(state in _LOADED)
+            action.setData(name)
+            action.triggered.connect(lambda _checked=False, model=name: self.toggle_model(model))
+            submenu.addAction(action)
+
+    def toggle_model(self, name: str) -> None:
+        """Load a model that is not loaded; unload one that is (or is loading)."""
+        runner = self._service.manager.runner(name)
+        if runner is not None and runner.state.value in _LOADED:
+            self._bridge.run(self._service.manager.unload(name), f"unload {name}")
+        else:
+            self._bridge.run(self._service.manager.load(name), f"load {name}")
+
+    # ---- reactions -------------------------------------------------------------------
+
+    def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        # macOS opens the menu on any click and reports Trigger too: opening the library
+        # there as well would put a window over the menu the user just asked for.
+        if sys.platform == "darwin":
+            return
+        if reason in (QSystemTrayIcon.ActivationReason.Trigger,
+                      QSystemTrayIcon.ActivationReason.DoubleClick):
+            self._windows.show_library()
+
+    def _on_runner_state(self, model: str, state: str, reason: str) -> None:
+        previous = self._previous.get(model)
+        self._previous[model] = state
+        if state == "failed":
+            crashed = previous == "ready"
+            what = "stopped unexpectedly" if crashed else "failed to load"
+            self._failure = (model, what)
+            self.notify(f"{model} {what}", reason or "see Logs for details", error=True)
+        elif state == "ready" or (state == "starting" and self._failure
+                                  and self._failure[0] == model):
+            self._failure = None
+        self.refresh()
+
+    def _on_action_failed(self, message: str) -> None:
+        self.notify(APP_TITLE, message, error=True)
+        self.refresh()
+
+    def notify(self, title: str, message: str, *, error: bool = False) -> None:
+        """A desktop notification from the tray, when there is a visible tray to send it."""
+        log.log(logging.WARNING if error else logging.INFO, "%s: %s", title, message)
+        if self.isVisible() and self.supportsMessages():
+            icon = (QSystemTrayIcon.MessageIcon.Critical if error
+                    else QSystemTrayIcon.MessageIcon.Information)
+            self.showMessage(title, message, icon, _NOTIFY_MS)
+
+    # ---- appearing -------------------------------------------------------------------
+
+    def show_when_available(self, on_unavailable: Callable[[], None],
+                            wait_s: float = TRAY_WAIT_SECONDS) -> None:
+        """Show the icon once a system tray exists; call `on_unavailable` if none appears.
+
+        GNOME without the AppIndicator extension, and `offscreen`, have no tray at all; at
+        login the panel may simply not be up yet, so it is polled for `wait_s` seconds.
+        """
+        if QSystemTrayIcon.isSystemTrayAvailable():
+            self._appear()
+            return
+        log.info("no system tray yet; waiting up to %.0fs for one", wait_s)
+        deadline = time.monotonic() + wait_s
+        timer = QTimer(self)
+        timer.setInterval(_TRAY_POLL_MS)
+
+        def check() -> None:
+            if QSystemTrayIcon.isSystemTrayAvailable():
+                timer.stop()
+                timer.deleteLater()
+                self._appear()
+            elif time.monotonic() >= deadline:
+                timer.stop()
+                timer.deleteLater()
+                log.warning("no system tray available; showing the model library window "
+                            "instead (the app quits when it is closed)")
+                on_unavailable()
+
+        timer.timeout.connect(check)
+        timer.start()
+
+    def _appear(self) -> None:
+        self.show()
+        log.info("tray icon shown")

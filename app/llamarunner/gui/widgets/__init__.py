@@ -1,0 +1,1 @@
+"""Reusable Qt widgets for the desktop app's windows."""

@@ -1,0 +1,574 @@
+"""The model library window: every model with its facts and live state, load/unload, settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, cast
+
+from PySide6.QtCore import QItemSelection, QSize, Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ... import paths
+from ...config import (
+    ArgValue,
+    ConfigError,
+    ConfigValidationError,
+    Problem,
+    format_duration,
+    parse_config,
+    render_path,
+)
+from ...core.errors import LlamaRunnerError
+from ...core.service import Service
+from ...library.metadata import parameter_size_label
+from ...runner.results import LoadResult, UnloadResult
+from ..models.library_model import (
+    COL_NAME,
+    COL_STATE,
+    NAME_ROLE,
+    LibraryFilterModel,
+    LibraryModel,
+    LibraryRow,
+)
+from ._common import ERROR_COLOR, BridgeLike, ErrorLabel, FieldErrors, ToolWindow
+
+log = logging.getLogger(__name__)
+
+_LOADABLE: Final = frozenset({"stopped", "failed"})
+_UNLOADABLE: Final = frozenset({"starting", "ready"})
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def model_source(service: Service, name: str) -> str:
+    """Where a model comes from: "config" for an entry with its own path, else "folder".
+
+    The one place to switch to the library's own answer (a `source` per entry: folder,
+    ollama, lmstudio...) once the Service exposes its library entries.
+    """
+    configured = service.config.models.get(name)
+    return "config" if configured is not None and not configured.settings_only else "folder"
+
+
+def build_rows(service: Service) -> list[LibraryRow]:
+    """One row per model the Service knows, with header facts and the runner's state."""
+    runners = {info.name: info for info in service.manager.snapshot()}
+    rows = []
+    for name, model in service.models().items():
+        meta = service.metadata_for(name)
+        facts = service.model_file(name)
+        info = runners.get(name)
+        rows.append(
+            LibraryRow(
+                name=name,
+                source=model_source(service, name),
+                path=model.path,
+                architecture=meta.architecture if meta else None,
+                parameters=parameter_size_label(meta) if meta else None,
+                parameter_count=meta.parameter_count if meta else None,
+                quantization=meta.quantization if meta else None,
+                context_length=meta.context_length if meta else None,
+                size=facts.size if facts else None,
+                capabilities=tuple(service.capabilities_for(name)),
+                state=info.state if info else "stopped",
+                reason=(info.last_error or "") if info else "",
+            )
+        )
+    return rows
+
+
+def format_arg_value(value: ArgValue) -> str:
+    """How an argument's value is shown for editing; parse_arg_value reads it back equal."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+        # "8" or "true" as text would read back as a number or a flag: keep the quotes.
+        return json.dumps(value)
+    return json.dumps(value)
+
+
+def parse_arg_value(text: str) -> ArgValue:
+    """A typed value from the table: JSON literals (4096, 0.7, true, ["a","b"]) or plain text.
+
+    Raises ValueError for an empty cell: a flag without a value is written `true`.
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("give a value (true for a flag that takes none)")
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        return stripped
+    if value is None or isinstance(value, bool | int | float | str | list):
+        return cast(ArgValue, value)  # list items are checked by parse_config
+    return stripped
+
+
+class LibraryWindow(ToolWindow):
+    """Sortable, filterable table of models; Load/Unload; per-model settings below it."""
+
+    def __init__(self, service: Service, bridge: BridgeLike,
+                 parent: QWidget | None = None) -> None:
+        super().__init__("library", "Model library", QSize(1120, 720), parent)
+        self._service = service
+        self._bridge = bridge
+        self._detail_name: str | None = None
+        self._detail_dirty = False
+        self._loading_detail = False
+
+        self.model = LibraryModel(self)
+        self.proxy = LibraryFilterModel(self)
+        self.proxy.setSourceModel(self.model)
+
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter models (name, architecture, quantization…)")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.add_folder_button = QPushButton("Add folder…")
+        self.add_folder_button.setToolTip("Also list the .gguf models found in a folder")
+        self.refresh_button = QPushButton("Refresh")
+        self.count_label = QLabel()
+
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(COL_NAME, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
+        header.setHighlightSections(False)
+
+        self.load_button = QPushButton("Load")
+        self.unload_button = QPushButton("Unload")
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)  # indeterminate: llama-server reports no load progress
+        self.busy_bar.setMaximumWidth(120)
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.setVisible(False)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        top = QHBoxLayout()
+        top.addWidget(self.filter_edit, 1)
+        top.addWidget(self.count_label)
+        top.addWidget(self.add_folder_button)
+        top.addWidget(self.refresh_button)
+        actions = QHBoxLayout()
+        actions.addWidget(self.load_button)
+        actions.addWidget(self.unload_button)
+        actions.addWidget(self.busy_bar)
+        actions.addWidget(self.status_label, 1)
+        upper = QWidget()
+        upper_layout = QVBoxLayout(upper)
+        upper_layout.setContentsMargins(0, 0, 0, 0)
+        upper_layout.addLayout(top)
+        upper_layout.addWidget(self.table, 1)
+        upper_layout.addLayout(actions)
+
+        self.detail = self._build_detail()
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(upper)
+        splitter.addWidget(self.detail)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+        self.filter_edit.textChanged.connect(self._on_filter)
+        self.add_folder_button.clicked.connect(self.add_folder)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.load_button.clicked.connect(self.load_selected)
+        self.unload_button.clicked.connect(self.unload_selected)
+        self.table.doubleClicked.connect(lambda _index: self.load_selected())
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        self.proxy.modelReset.connect(self._update_count)
+        self.proxy.rowsInserted.connect(self._update_count)
+        self.proxy.rowsRemoved.connect(self._update_count)
+        bridge.runner_state_changed.connect(self._on_runner_state)
+        bridge.config_applied.connect(self._on_config_applied)
+
+        self.refresh()
+
+    # ---- detail panel ----------------------------------------------------------------
+
+    def _build_detail(self) -> QGroupBox:
+        box = QGroupBox("Model settings")
+        self.args_table = QTableWidget(0, 2)
+        self.args_table.setHorizontalHeaderLabels(["Argument", "Value"])
+        self.args_table.horizontalHeader().setSectionResizeMode(
+            0, QHeaderView.ResizeMode.ResizeToContents)
+        self.args_table.horizontalHeader().setStretchLastSection(True)
+        self.args_table.verticalHeader().setVisible(False)
+        self.args_table.setToolTip(
+            "llama-server flags without dashes: ctx-size = 8192, flash-attn = on, "
+            "jinja = true (a bare flag). Values are JSON when they parse as JSON.")
+        self.add_arg_button = QPushButton("Add argument")
+        self.remove_arg_button = QPushButton("Remove argument")
+        self.args_error = ErrorLabel()
+        args_buttons = QHBoxLayout()
+        args_buttons.addWidget(self.add_arg_button)
+        args_buttons.addWidget(self.remove_arg_button)
+        args_buttons.addStretch(1)
+        args_column = QVBoxLayout()
+        args_column.addWidget(QLabel("llama-server arguments"))
+        args_column.addWidget(self.args_table, 1)
+        args_column.addLayout(args_buttons)
+        args_column.addWidget(self.args_error)
+
+        self.path_label = QLabel()
+        self.path_label.setWordWrap(True)
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.source_label = QLabel()
+        self.ttl_edit = QLineEdit()
+        self.ttl_edit.setToolTip(
+            "How long the model stays loaded when idle: 90s, 5m, 1h30m; 0 unloads after each "
+            "request; -1 keeps it loaded; empty uses the scheduler's default_ttl.")
+        self.ttl_error = ErrorLabel()
+        self.save_button = QPushButton("Save")
+        self.revert_button = QPushButton("Revert")
+        self.detail_error = ErrorLabel()
+        self.detail_status = QLabel()
+        self.detail_status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.save_button)
+        buttons.addWidget(self.revert_button)
+        buttons.addStretch(1)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("File:", self.path_label)
+        form.addRow("Source:", self.source_label)
+        form.addRow("Keep loaded (TTL):", self.ttl_edit)
+        form.addRow("", self.ttl_error)
+        form.addRow(buttons)
+        form.addRow(self.detail_error)
+        form.addRow(self.detail_status)
+
+        layout = QHBoxLayout(box)
+        layout.addLayout(args_column, 3)
+        layout.addLayout(form, 2)
+
+        self.detail_errors = FieldErrors(self.detail_error)
+        self.add_arg_button.clicked.connect(self._add_arg_row)
+        self.remove_arg_button.clicked.connect(self._remove_arg_row)
+        self.save_button.clicked.connect(self.save_settings)
+        self.revert_button.clicked.connect(self._revert_detail)
+        self.args_table.itemChanged.connect(self._mark_detail_dirty)
+        self.ttl_edit.textEdited.connect(self._mark_detail_dirty)
+        return box
+
+    def _show_detail(self, name: str | None) -> None:
+        """Fill the settings panel from the Service's view of `name` (edits are dropped)."""
+        self._loading_detail = True
+        try:
+            self._detail_name = name
+            self._detail_dirty = False
+            self.detail_errors.clear()
+            self.args_error.clear_error()
+            self.ttl_error.clear_error()
+            self.detail_status.clear()
+            model = self._service.models().get(name) if name else None
+            self.detail.setEnabled(model is not None)
+            self.args_table.setRowCount(0)
+            if model is None:
+                self.detail.setTitle("Model settings (select a model)")
+                self.path_label.clear()
+                self.source_label.clear()
+                self.ttl_edit.clear()
+                return
+            self.detail.setTitle(f"Settings of {model.name}")
+            self.path_label.setText(model.path)
+            source = model_source(self._service, model.name)
+            self.source_label.setText(
+                "config file" if source == "config"
+                else f"{source} (saving writes an entry for it to the config file)")
+            for key, value in model.args.items():
+                self._append_arg(key, format_arg_value(value))
+            self.ttl_edit.setText("" if model.ttl is None else format_duration(model.ttl))
+            default = self._service.config.scheduler.default_ttl
+            self.ttl_edit.setPlaceholderText(
+                f"default ({'never' if math.isinf(default) else format_duration(default)})")
+        finally:
+            self._loading_detail = False
+
+    def _append_arg(self, key: str, value: str) -> None:
+        row = self.args_table.rowCount()
+        self.args_table.insertRow(row)
+        self.args_table.setItem(row, 0, QTableWidgetItem(key))
+        self.args_table.setItem(row, 1, QTableWidgetItem(value))
+
+    def _add_arg_row(self) -> None:
+        self._append_arg("", "")
+        row = self.args_table.rowCount() - 1
+        self.args_table.setCurrentCell(row, 0)
+        item = self.args_table.item(row, 0)
+        if item is not None:
+            self.args_table.editItem(item)
+        self._mark_detail_dirty()
+
+    def _remove_arg_row(self) -> None:
+        rows = sorted({index.row() for index in self.args_table.selectedIndexes()},
+                      reverse=True)
+        if not rows and self.args_table.currentRow() >= 0:
+            rows = [self.args_table.currentRow()]
+        for row in rows:
+            self.args_table.removeRow(row)
+        if rows:
+            self._mark_detail_dirty()
+
+    def _mark_detail_dirty(self, *_args: object) -> None:
+        if not self._loading_detail:
+            self._detail_dirty = True
+            self.detail_status.clear()
+
+    def _revert_detail(self) -> None:
+        self._show_detail(self._detail_name)
+
+    def collect_args(self) -> dict[str, ArgValue]:
+        """The args table as a mapping; raises ValueError naming the row that is wrong."""
+        args: dict[str, ArgValue] = {}
+        for row in range(self.args_table.rowCount()):
+            key_item, value_item = self.args_table.item(row, 0), self.args_table.item(row, 1)
+            key = key_item.text().strip() if key_item else ""
+            text = value_item.text() if value_item else ""
+            if not key and not text.strip():
+                continue  # a row added and left blank
+            if not key:
+                raise ValueError(f"row {row + 1}: give the argument's name (like ctx-size)")
+            if key.lstrip("-") in {k.lstrip("-") for k in args}:
+                raise ValueError(f"row {row + 1}: {key} is already set above, keep only one")
+            try:
+                args[key] = parse_arg_value(text)
+            except ValueError as exc:
+                raise ValueError(f"row {row + 1} ({key}): {exc}") from None
+        return args
+
+    def save_settings(self) -> None:
+        """Validate the panel and write `models.<name>` through Service.update_config."""
+        name = self._detail_name
+        model = self._service.models().get(name) if name else None
+        if name is None or model is None:
+            return
+        self.detail_errors.clear()
+        self.detail_status.clear()
+        try:
+            args = self.collect_args()
+        except ValueError as exc:
+            self.args_error.show_error(str(exc))
+            return
+        ttl = self.ttl_edit.text().strip()
+        configured = self._service.config.models.get(name)
+        # A discovered model gets an entry with its own path, so the file stays where it is
+        # and the entry keeps working if the folder is dropped from model_dirs later. Names
+        # with a slash (Ollama's "namespace/model:tag") cannot own a path entry: those get a
+        # settings-only entry, which the library applies to the model found under that name.
+        with_path = (configured is None and "/" not in name) or (
+            configured is not None and not configured.settings_only)
+
+        def mutate(data: dict[str, Any]) -> None:
+            models = data.setdefault("models", {})
+            old = models.get(name)
+            entry: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
+            if with_path:
+                entry.setdefault("path", model.path)
+            entry.setdefault("runtime", model.runtime)
+            entry["args"] = args
+            if ttl:
+                entry["ttl"] = ttl
+            else:
+                entry.pop("ttl", None)
+            models[name] = entry
+
+        # Check first, so that mistakes show next to their fields before anything is written.
+        data = self._service.config.to_dict()
+        mutate(data)
+        try:
+            parse_config(data, file=str(self._service.store.path))
+        except ConfigValidationError as exc:
+            self._show_detail_problems(name, exc.problems)
+            return
+        self._bridge.run(self._write_config(mutate, f"Saved the settings of {name}.", name))
+
+    def _show_detail_problems(self, name: str, problems: list[Problem]) -> None:
+        self.detail_errors = FieldErrors(self.detail_error)
+        self.detail_errors.register(render_path(("models", name, "ttl")), self.ttl_error)
+        self.detail_errors.register(render_path(("models", name, "args")), self.args_error,
+                                    prefix=True)
+        self.detail_errors.show(problems)
+
+    async def _write_config(self, mutate: Mutation, done: str, name: str | None) -> None:
+        try:
+            await self._service.update_config(mutate)
+        except ConfigValidationError as exc:
+            # The config changed between the check and the write (an edit on disk).
+            if name is not None:
+                self._show_detail_problems(name, exc.problems)
+            else:
+                self._set_status(str(exc), error=True)
+            return
+        except (ConfigError, OSError) as exc:
+            self._set_status(f"Could not write the config file: {exc}", error=True)
+            return
+        if name is not None and name == self._detail_name:
+            self._detail_dirty = False
+            self.detail_status.setText(done)
+        self._set_status(done)
+        self.refresh()
+
+    # ---- actions -------------------------------------------------------------------
+
+    def selected_name(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        name = rows[0].data(NAME_ROLE)
+        return name if isinstance(name, str) else None
+
+    def select(self, name: str) -> bool:
+        for row in range(self.proxy.rowCount()):
+            index = self.proxy.index(row, COL_NAME)
+            if index.data(NAME_ROLE) == name:
+                self.table.selectRow(row)
+                self.table.scrollTo(index)
+                return True
+        return False
+
+    def load_selected(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+        self._set_status(f"Loading {name}…")
+        self._bridge.run(self._load(name))
+
+    def unload_selected(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+        self._set_status(f"Unloading {name}…")
+        self._bridge.run(self._unload(name))
+
+    async def _load(self, name: str) -> None:
+        try:
+            result = await self._service.manager.load(name)
+        except LlamaRunnerError as exc:
+            self._set_status(f"Cannot load {name}: {exc}", error=True)
+            return
+        if result is LoadResult.FAILED:
+            info = next((i for i in self._service.manager.snapshot() if i.name == name), None)
+            why = info.last_error if info and info.last_error else "see its log"
+            self._set_status(f"{name} failed to load: {why}", error=True)
+        else:
+            self._set_status(f"{name} is loaded.")
+
+    async def _unload(self, name: str) -> None:
+        result = await self._service.manager.unload(name)
+        self._set_status(f"{name} was not loaded." if result is UnloadResult.NOT_LOADED
+                         else f"{name} is unloaded.")
+
+    def add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a model folder", str(Path.home()))
+        if not folder:
+            return
+
+        def mutate(data: dict[str, Any]) -> None:
+            folders = [str(f) for f in data.get("model_dirs") or []]
+            if not folders:
+                # An empty list means "the app's own folder": keep listing it.
+                folders = [str(paths.models_dir())]
+            if folder not in folders:
+                folders.append(folder)
+            data["model_dirs"] = folders
+
+        self._bridge.run(self._write_config(mutate, f"Added the folder {folder}.", None))
+
+    # ---- refresh -------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Rebuild the table from the Service, keeping the selection and unsaved edits."""
+        selected = self.selected_name()
+        try:
+            rows = build_rows(self._service)
+        except AssertionError:
+            rows = []  # the Service is not started (yet): nothing to list
+        self.model.set_rows(rows)
+        if selected is not None:
+            self.select(selected)
+        elif self.proxy.rowCount():
+            self.table.selectRow(0)
+        current = self.selected_name()
+        if current != self._detail_name or not self._detail_dirty:
+            self._show_detail(current)
+        self._update_actions()
+
+    def _on_config_applied(self, _path: str) -> None:
+        self.refresh()
+
+    def _on_runner_state(self, name: str, state: str, reason: str) -> None:
+        if not self.model.set_state(name, state, reason or ""):
+            self.refresh()  # a model the table has not seen yet
+            return
+        self._update_actions()
+
+    def _on_filter(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        if self.selected_name() is None and self.proxy.rowCount():
+            self.table.selectRow(0)
+
+    def _on_selection(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
+        name = self.selected_name()
+        if name != self._detail_name:
+            self._show_detail(name)
+        self._update_actions()
+
+    def _update_count(self, *_args: object) -> None:
+        shown, total = self.proxy.rowCount(), self.model.rowCount()
+        self.count_label.setText(f"{total} models" if shown == total
+                                 else f"{shown} of {total} models")
+
+    def _update_actions(self) -> None:
+        name = self.selected_name()
+        row = self.model.row_for(name) if name else None
+        self.load_button.setEnabled(row is not None and row.state in _LOADABLE)
+        self.unload_button.setEnabled(row is not None and row.state in _UNLOADABLE)
+        self.busy_bar.setVisible(self.model.busy())
+
+    def _set_status(self, text: str, *, error: bool = False) -> None:
+        self.status_label.setStyleSheet(f"color: {ERROR_COLOR};" if error else "")
+        self.status_label.setText(text)
+
+    def state_text(self, name: str) -> str:
+        """What the State cell shows for `name` (for tests and accessibility)."""
+        for row in range(self.proxy.rowCount()):
+            if self.proxy.index(row, COL_NAME).data(NAME_ROLE) == name:
+                return str(self.proxy.index(row, COL_STATE).data())
+        return ""
+
+

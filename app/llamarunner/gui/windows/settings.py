@@ -1,0 +1,640 @@
+"""The config editor: form tabs and raw JSON over config.json, validated before every write."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ... import paths
+from ...config import (
+    Config,
+    ConfigError,
+    ConfigValidationError,
+    Problem,
+    format_duration,
+    parse_config,
+    render_path,
+)
+from ...config.locate import is_comment_key
+from ...config.store import dump_config_text
+from ...core.service import Service
+from ...proxy.servers import API_TITLES
+from ...runtime.resolver import RuntimeNotFoundError, find_runtime
+from ._common import (
+    ERROR_COLOR,
+    OK_COLOR,
+    BridgeLike,
+    ErrorLabel,
+    FieldErrors,
+    ToolWindow,
+    monospace_font,
+    with_error,
+)
+
+log = logging.getLogger(__name__)
+
+PROXY_NAMES: Final = ("ollama", "lmstudio")
+_DURATION_HELP: Final = "Seconds (90) or with a unit: 250ms, 90s, 5m, 1h30m."
+_DURATION_KEYS: Final = ("default_ttl", "load_timeout", "stop_grace")
+(_RT_NAME, _RT_PATH, _RT_BROWSE, _RT_STATUS) = range(4)
+
+
+@dataclass
+class ProxyFields:
+    """The widgets of one proxy's group box."""
+
+    enabled: QCheckBox
+    host: QLineEdit
+    port: QSpinBox
+    listening: QLabel
+    host_error: ErrorLabel
+    port_error: ErrorLabel
+    error: ErrorLabel
+
+
+class RuntimeStatus(QLabel):
+    """A runtime row's "found / not found" cell; a validation problem replaces it in red
+    until the errors are cleared, then the check result comes back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWordWrap(False)
+        self.setContentsMargins(4, 0, 4, 0)
+        self._check = ""
+        self._found = False
+
+    def set_check(self, text: str, found: bool) -> None:
+        self._check, self._found = text, found
+        self.clear_error()
+
+    def show_error(self, message: str) -> None:
+        self.setText(message)
+        self.setToolTip(message)
+        self.setStyleSheet(f"color: {ERROR_COLOR};")
+
+    def clear_error(self) -> None:
+        self.setText(self._check)
+        self.setToolTip(self._check)
+        self.setStyleSheet(f"color: {OK_COLOR if self._found else ERROR_COLOR};")
+
+    @property
+    def found(self) -> bool:
+        return self._found
+
+
+def runtime_check(spec: str) -> tuple[str, bool]:
+    """"found: /usr/bin/llama-server (PATH)" or "not found: <why>", for a runtime path."""
+    try:
+        found = find_runtime(spec.strip())
+    except RuntimeNotFoundError as exc:
+        return f"not found: {exc.reason}", False
+    version = f", {found.version}" if found.version else ""
+    return f"found: {found.path} ({found.source}{version})", True
+
+
+class SettingsWindow(ToolWindow):
+    """Edits config.json through form tabs or as raw JSON; Apply validates, saves atomically
+    and applies the result to the running Service (listeners rebound, runners restarted
+    only when their settings changed). An invalid config is never written.
+    """
+
+    def __init__(self, service: Service, bridge: BridgeLike,
+                 parent: QWidget | None = None) -> None:
+        super().__init__("settings", "Settings", QSize(860, 620), parent)
+        self._service = service
+        self._bridge = bridge
+        self._base: dict[str, Any] = {}
+        self._filling = False
+        self._dirty = False
+        self._raw_dirty = False
+        self._previous_tab = 0
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_proxies(), "Proxies")
+        self.tabs.addTab(self._build_runtimes(), "Runtimes")
+        self.tabs.addTab(self._build_scheduler(), "Scheduler")
+        self.tabs.addTab(self._build_folders(), "Model folders")
+        self.raw_tab = self._build_raw()
+        self.tabs.addTab(self.raw_tab, "Raw JSON")
+
+        self.general_error = ErrorLabel()
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.path_label = QLabel(f"Config file: {service.store.path}")
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.path_label.setStyleSheet("color: palette(placeholder-text);")
+        self.revert_button = QPushButton("Revert")
+        self.revert_button.setToolTip("Drop the edits and show the running configuration")
+        self.apply_button = QPushButton("Apply")
+        self.apply_button.setDefault(True)
+        self.apply_button.setToolTip("Check, save and apply now; no restart needed")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.status_label, 1)
+        buttons.addWidget(self.revert_button)
+        buttons.addWidget(self.apply_button)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.path_label)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.general_error)
+        layout.addLayout(buttons)
+
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.apply_button.clicked.connect(self.apply)
+        self.revert_button.clicked.connect(self.revert)
+        bridge.config_applied.connect(self._on_config_applied)
+        bridge.config_rejected.connect(self._on_config_rejected)
+        bridge.listener_changed.connect(self._on_listener_changed)
+
+        self.load_config(service.config)
+
+    # ---- building the tabs -----------------------------------------------------------
+
+    def _build_proxies(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        note = QLabel("Local API servers that clients connect to. Keep the host 127.0.0.1 "
+                      "unless other machines must reach them: the APIs have no password.")
+        note.setWordWrap(True)
+        layout.addWidget(note)
+        self.proxy_fields: dict[str, ProxyFields] = {}
+        for name in PROXY_NAMES:
+            box = QGroupBox(API_TITLES.get(name, name))
+            form = QFormLayout(box)
+            enabled = QCheckBox("Enabled")
+            host = QLineEdit()
+            port = QSpinBox()
+            port.setRange(0, 65535)
+            port.setToolTip("0 lets the system pick a free port")
+            listening = QLabel()
+            listening.setWordWrap(True)
+            fields = ProxyFields(enabled, host, port, listening, ErrorLabel(), ErrorLabel(),
+                                 ErrorLabel())
+            form.addRow(enabled)
+            form.addRow("Host:", with_error(host, fields.host_error))
+            form.addRow("Port:", with_error(port, fields.port_error))
+            form.addRow("Now:", listening)
+            form.addRow(fields.error)
+            enabled.toggled.connect(self._mark_dirty)
+            host.textEdited.connect(self._mark_dirty)
+            port.valueChanged.connect(self._mark_dirty)
+            self.proxy_fields[name] = fields
+            layout.addWidget(box)
+        layout.addStretch(1)
+        return page
+
+    def _build_runtimes(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        note = QLabel("llama-server programs models can use: a full path, or a command on "
+                      "PATH. Models without a runtime use \"default\".")
+        note.setWordWrap(True)
+        self.runtimes_table = QTableWidget(0, 4)
+        self.runtimes_table.setHorizontalHeaderLabels(["Name", "Path", "", "Check"])
+        header = self.runtimes_table.horizontalHeader()
+        header.setSectionResizeMode(_RT_NAME, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(_RT_PATH, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(_RT_BROWSE, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(_RT_STATUS, QHeaderView.ResizeMode.Stretch)
+        self.runtimes_table.verticalHeader().setVisible(False)
+        self.runtimes_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.add_runtime_button = QPushButton("Add runtime")
+        self.remove_runtime_button = QPushButton("Remove runtime")
+        self.runtimes_error = ErrorLabel()
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_runtime_button)
+        buttons.addWidget(self.remove_runtime_button)
+        buttons.addStretch(1)
+        layout.addWidget(note)
+        layout.addWidget(self.runtimes_table, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.runtimes_error)
+        self.runtimes_table.itemChanged.connect(self._on_runtime_item_changed)
+        self.add_runtime_button.clicked.connect(self._add_runtime)
+        self.remove_runtime_button.clicked.connect(self._remove_runtime)
+        return page
+
+    def _build_scheduler(self) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.max_loaded = QSpinBox()
+        self.max_loaded.setRange(1, 64)
+        self.max_loaded.setToolTip("Models kept in memory at once; loading one more unloads "
+                                   "the least recently used")
+        self.max_queue = QSpinBox()
+        self.max_queue.setRange(0, 1_000_000)
+        self.max_queue.setToolTip("Requests that may wait for a busy model before new ones "
+                                  "are refused")
+        self.duration_edits: dict[str, QLineEdit] = {}
+        self.scheduler_errors: dict[str, ErrorLabel] = {}
+        tips = {
+            "default_ttl": "How long an idle model stays loaded (-1: until unloaded by hand). ",
+            "load_timeout": "How long llama-server may take to become ready. ",
+            "stop_grace": "How long a stopping llama-server gets before it is killed. ",
+        }
+        for key in ("max_loaded_models", "default_ttl", "max_queue", "load_timeout",
+                    "stop_grace"):
+            error = ErrorLabel()
+            self.scheduler_errors[key] = error
+            field: QWidget
+            if key in _DURATION_KEYS:
+                edit = QLineEdit()
+                edit.setToolTip(tips[key] + _DURATION_HELP)
+                edit.setPlaceholderText(_DURATION_HELP)
+                edit.textEdited.connect(self._mark_dirty)
+                self.duration_edits[key] = edit
+                field = edit
+            else:
+                field = self.max_loaded if key == "max_loaded_models" else self.max_queue
+            form.addRow(key.replace("_", " ").capitalize() + ":", with_error(field, error))
+        self.max_loaded.valueChanged.connect(self._mark_dirty)
+        self.max_queue.valueChanged.connect(self._mark_dirty)
+        return page
+
+    def _build_folders(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        self.folders_note = QLabel()
+        self.folders_note.setWordWrap(True)
+        self.folders_list = QListWidget()
+        self.folders_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.add_folder_button = QPushButton("Add folder…")
+        self.remove_folder_button = QPushButton("Remove")
+        self.folders_error = ErrorLabel()
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_folder_button)
+        buttons.addWidget(self.remove_folder_button)
+        buttons.addStretch(1)
+        layout.addWidget(self.folders_note)
+        layout.addWidget(self.folders_list, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.folders_error)
+        self.add_folder_button.clicked.connect(self._add_folder)
+        self.remove_folder_button.clicked.connect(self._remove_folders)
+        self.folders_list.itemChanged.connect(self._mark_dirty)
+        return page
+
+    def _build_raw(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        note = QLabel("The whole config.json. Apply on this tab checks and writes this text; "
+                      "the other tabs show it once it is valid.")
+        note.setWordWrap(True)
+        self.raw_edit = QPlainTextEdit()
+        self.raw_edit.setFont(monospace_font())
+        self.raw_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.raw_error = ErrorLabel()
+        layout.addWidget(note)
+        layout.addWidget(self.raw_edit, 1)
+        layout.addWidget(self.raw_error)
+        self.raw_edit.textChanged.connect(self._on_raw_edited)
+        return page
+
+    # ---- filling the form ------------------------------------------------------------
+
+    def load_config(self, config: Config) -> None:
+        """Show `config` in every tab and forget unapplied edits."""
+        self._fill(config)
+        self._dirty = False
+        self._set_raw_text(dump_config_text(self._base))
+        self.clear_errors()
+
+    def _fill(self, config: Config) -> None:
+        self._filling = True
+        try:
+            self._base = config.to_dict()
+            for name, fields in self.proxy_fields.items():
+                proxy = config.proxies[name]
+                fields.enabled.setChecked(proxy.enabled)
+                fields.host.setText(proxy.host)
+                fields.port.setValue(proxy.port)
+            self.runtimes_table.setRowCount(0)
+            for name, runtime in config.runtimes.items():
+                self._append_runtime(name, runtime.path)
+            scheduler = config.scheduler
+            self.max_loaded.setValue(scheduler.max_loaded_models)
+            self.max_queue.setValue(scheduler.max_queue)
+            for key, edit in self.duration_edits.items():
+                seconds = float(getattr(scheduler, key))
+                edit.setText("-1" if math.isinf(seconds) else format_duration(seconds))
+            self.folders_list.clear()
+            for folder in config.model_dirs:
+                self._append_folder(folder)
+            self.folders_note.setText(
+                "Folders searched (with their subfolders) for .gguf models. With no folder "
+                f"listed, the app's own folder is used: {paths.models_dir()}")
+        finally:
+            self._filling = False
+        self._update_listening()
+
+    def _append_runtime(self, name: str, path: str) -> None:
+        table = self.runtimes_table
+        row = table.rowCount()
+        table.insertRow(row)
+        status = RuntimeStatus()
+        table.setCellWidget(row, _RT_STATUS, status)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(lambda: self._browse_runtime(browse))
+        table.setCellWidget(row, _RT_BROWSE, browse)
+        table.setItem(row, _RT_NAME, QTableWidgetItem(name))
+        table.setItem(row, _RT_PATH, QTableWidgetItem(path))
+        self._check_runtime_row(row)
+
+    def _append_folder(self, folder: str) -> None:
+        item = QListWidgetItem(folder)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+        self.folders_list.addItem(item)
+
+    def _set_raw_text(self, text: str) -> None:
+        self._filling = True
+        try:
+            self.raw_edit.setPlainText(text)
+        finally:
+            self._filling = False
+        self._raw_dirty = False
+
+    # ---- reading the form ------------------------------------------------------------
+
+    def form_data(self) -> dict[str, Any]:
+        """The config the form tabs describe: the loaded one with the form's values on top
+        (models, sources and comment keys, which the form does not show, are kept).
+        """
+        data = copy.deepcopy(self._base)
+        proxies = data.setdefault("proxies", {})
+        for name, fields in self.proxy_fields.items():
+            entry = proxies.setdefault(name, {})
+            entry["enabled"] = fields.enabled.isChecked()
+            entry["host"] = fields.host.text().strip()
+            entry["port"] = fields.port.value()
+        old_runtimes = data.get("runtimes")
+        runtimes: dict[str, Any] = {
+            key: value for key, value in (old_runtimes or {}).items() if is_comment_key(key)
+        } if isinstance(old_runtimes, Mapping) else {}
+        for row in range(self.runtimes_table.rowCount()):
+            name = self._cell(row, _RT_NAME).strip()
+            path = self._cell(row, _RT_PATH).strip()
+            if name or path:
+                runtimes[name] = {"path": path}
+        data["runtimes"] = runtimes
+        scheduler = data.setdefault("scheduler", {})
+        scheduler["max_loaded_models"] = self.max_loaded.value()
+        scheduler["max_queue"] = self.max_queue.value()
+        for key, edit in self.duration_edits.items():
+            scheduler[key] = edit.text().strip()
+        folders = [self.folders_list.item(i).text().strip()
+                   for i in range(self.folders_list.count())]
+        data["model_dirs"] = folders
+        return data
+
+    def _cell(self, row: int, column: int) -> str:
+        item = self.runtimes_table.item(row, column)
+        return item.text() if item is not None else ""
+
+    # ---- apply / revert --------------------------------------------------------------
+
+    def apply(self) -> None:
+        """Validate, write atomically, then apply to the running app. Never writes a config
+        that does not validate: problems are shown next to their fields instead.
+        """
+        self.clear_errors()
+        self.status_label.clear()
+        file = str(self._service.store.path)
+        if self.tabs.currentWidget() is self.raw_tab:
+            text = self.raw_edit.toPlainText()
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self.raw_error.show_error(
+                    f"Not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
+                    "Nothing was saved.")
+                return
+        else:
+            data = self.form_data()
+            text = dump_config_text(data)
+        try:
+            parse_config(data, text=text, file=file)
+            config = self._service.store.save(data)
+        except ConfigValidationError as exc:
+            self.show_problems(exc.problems)
+            return
+        except (ConfigError, OSError) as exc:
+            self.general_error.show_error(f"Could not save {file}: {exc}")
+            return
+        # What is on disk now matches the form: later file changes may refresh it.
+        self._dirty = False
+        self._raw_dirty = False
+        self.status_label.setText("Saved; applying…")
+        self._bridge.run(self._apply(config), "apply the settings")
+
+    async def _apply(self, config: Config) -> None:
+        errors = await self._service.apply_config(config)
+        self.load_config(self._service.config)
+        for error in errors:
+            fields = self.proxy_fields.get(error.name)
+            if fields is not None:
+                fields.port_error.show_error(str(error))
+            else:
+                self.general_error.show_error(str(error))
+        self.status_label.setText(
+            "Saved, but some listeners could not start (see above)." if errors
+            else "Saved and applied.")
+
+    def revert(self) -> None:
+        self.load_config(self._service.config)
+        self.status_label.setText("Showing the running configuration.")
+
+    def clear_errors(self) -> None:
+        self._routes().clear()
+        self.raw_error.clear_error()
+
+    def show_problems(self, problems: list[Problem]) -> None:
+        """Put each problem next to its field; the raw tab gets the full list with lines."""
+        routes = self._routes()
+        routes.show(problems, general_prefix="Not saved:")
+        if self.tabs.currentWidget() is self.raw_tab:
+            self.raw_error.show_error("Not saved:\n" + "\n".join(
+                f"line {p.line}: {p}" if p.line is not None else str(p) for p in problems))
+            # The raw tab already lists them all; the general label would repeat it.
+            self.general_error.clear_error()
+
+    def _routes(self) -> FieldErrors:
+        """Where each config key's problems are shown, for the widgets there are now."""
+        routes = FieldErrors(self.general_error)
+        for name, fields in self.proxy_fields.items():
+            routes.register(f"proxies.{name}", fields.error, prefix=True)
+            routes.register(f"proxies.{name}.host", fields.host_error)
+            routes.register(f"proxies.{name}.port", fields.port_error)
+            routes.register(f"proxies.{name}.enabled", fields.error)
+        routes.register("runtimes", self.runtimes_error, prefix=True)
+        for row in range(self.runtimes_table.rowCount()):
+            status = self.runtimes_table.cellWidget(row, _RT_STATUS)
+            if isinstance(status, RuntimeStatus):
+                routes.register(render_path(("runtimes", self._cell(row, _RT_NAME).strip())),
+                                status, prefix=True)
+        for key, error in self.scheduler_errors.items():
+            routes.register(f"scheduler.{key}", error)
+        routes.register("model_dirs", self.folders_error, prefix=True)
+        return routes
+
+    # ---- reacting to edits and to the app --------------------------------------------
+
+    def _mark_dirty(self, *_args: object) -> None:
+        if not self._filling:
+            self._dirty = True
+
+    def _on_raw_edited(self) -> None:
+        if not self._filling:
+            self._raw_dirty = True
+            self._dirty = True
+
+    def _on_tab_changed(self, index: int) -> None:
+        previous, self._previous_tab = self._previous_tab, index
+        raw_index = self.tabs.indexOf(self.raw_tab)
+        if index == raw_index and not self._raw_dirty:
+            self._set_raw_text(dump_config_text(self.form_data()))
+        elif previous == raw_index and self._raw_dirty and not self._sync_from_raw():
+            # The form cannot show a config that does not validate, and two diverging
+            # copies would make Apply ambiguous: stay on the raw text until it is fixed.
+            QTimer.singleShot(0, lambda: self.tabs.setCurrentWidget(self.raw_tab))
+
+    def _sync_from_raw(self) -> bool:
+        """Show the raw text in the form tabs; False (problems shown) when it is invalid."""
+        text = self.raw_edit.toPlainText()
+        self.clear_errors()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.raw_error.show_error(
+                f"Not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. Fix it "
+                "or press Revert to use the other tabs.")
+            return False
+        try:
+            config = parse_config(data, text=text, file=str(self._service.store.path))
+        except ConfigValidationError as exc:
+            self.raw_error.show_error("Fix these or press Revert to use the other tabs:\n"
+                                      + "\n".join(f"line {p.line}: {p}" if p.line else str(p)
+                                                  for p in exc.problems))
+            return False
+        self._fill(config)
+        self._base = copy.deepcopy(data)
+        self._raw_dirty = False
+        return True
+
+    def _on_config_applied(self, _path: str) -> None:
+        if not self._dirty:
+            self.load_config(self._service.config)
+        else:
+            self.status_label.setText("The configuration changed outside this window; "
+                                      "Revert shows it (your edits here are not applied).")
+
+    def _on_config_rejected(self, path: str, error: str) -> None:
+        self.general_error.show_error(
+            f"{path} was edited but has errors, so the app keeps running with the last good "
+            f"configuration:\n{error}")
+
+    def _on_listener_changed(self, _name: str, _address: str, _listening: bool,
+                             _error: str) -> None:
+        self._update_listening()
+
+    def _update_listening(self) -> None:
+        listeners = self._service.listeners
+        addresses = listeners.addresses()
+        for name, fields in self.proxy_fields.items():
+            error = listeners.last_errors.get(name)
+            if name in addresses:
+                text, color = f"listening on {addresses[name]}", OK_COLOR
+            elif error:
+                text, color = f"not listening: {error}", ERROR_COLOR
+            else:
+                text, color = "not listening (disabled)", ""
+            fields.listening.setText(text)
+            fields.listening.setStyleSheet(f"color: {color};" if color else "")
+
+    # ---- runtimes and folders ----------------------------------------------------------
+
+    def _on_runtime_item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() == _RT_PATH:
+            self._check_runtime_row(item.row())
+        self._mark_dirty()
+
+    def _check_runtime_row(self, row: int) -> None:
+        status = self.runtimes_table.cellWidget(row, _RT_STATUS)
+        if isinstance(status, RuntimeStatus):
+            status.set_check(*runtime_check(self._cell(row, _RT_PATH)))
+
+    def runtime_status(self, row: int) -> RuntimeStatus | None:
+        status = self.runtimes_table.cellWidget(row, _RT_STATUS)
+        return status if isinstance(status, RuntimeStatus) else None
+
+    def _browse_runtime(self, button: QPushButton) -> None:
+        row = next((r for r in range(self.runtimes_table.rowCount())
+                    if self.runtimes_table.cellWidget(r, _RT_BROWSE) is button), -1)
+        if row < 0:
+            return
+        current = self._cell(row, _RT_PATH).strip()
+        start = str(Path(current).parent) if "/" in current or "\\" in current \
+            else str(Path.home())
+        path, _filter = QFileDialog.getOpenFileName(self, "Choose the llama-server program",
+                                                    start)
+        if path:
+            item = self.runtimes_table.item(row, _RT_PATH)
+            if item is not None:
+                item.setText(path)  # itemChanged runs the check and marks the form edited
+
+    def _add_runtime(self) -> None:
+        taken = {self._cell(r, _RT_NAME) for r in range(self.runtimes_table.rowCount())}
+        number = 2
+        while f"runtime-{number}" in taken:
+            number += 1
+        self._append_runtime(f"runtime-{number}", "llama-server")
+        self._mark_dirty()
+
+    def _remove_runtime(self) -> None:
+        rows = sorted({i.row() for i in self.runtimes_table.selectedIndexes()}, reverse=True)
+        if not rows and self.runtimes_table.currentRow() >= 0:
+            rows = [self.runtimes_table.currentRow()]
+        for row in rows:
+            self.runtimes_table.removeRow(row)
+        if rows:
+            self._mark_dirty()
+
+    def _add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a model folder", str(Path.home()))
+        if folder:
+            self._append_folder(folder)
+            self._mark_dirty()
+
+    def _remove_folders(self) -> None:
+        for item in self.folders_list.selectedItems():
+            self.folders_list.takeItem(self.folders_list.row(item))
+            self._mark_dirty()

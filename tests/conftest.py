@@ -36,6 +36,9 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLAMARUNNER_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("LLAMARUNNER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama-store"))
+    # LM Studio's folder is found from the home folder: give each test an empty one.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path / "home"))
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
 
@@ -139,7 +142,8 @@ async def start_service() -> AsyncIterator[ServiceStarter]:
     started: list[Service] = []
 
     async def starter(config_path: Path, api: str = "lmstudio") -> RunningService:
-        service = Service(ConfigStore(config_path), runner_log_dir=config_path.parent / "runners")
+        service = Service(ConfigStore(config_path), runner_log_dir=config_path.parent / "runners",
+                          metadata_cache_file=config_path.parent / "gguf-metadata.json")
         errors = await service.start()
         started.append(service)
         assert not errors, errors

@@ -181,7 +181,7 @@ def test_close_hides_and_geometry_is_remembered(qtbot: QtBot, monitor: ServiceMo
     assert len(win.cpu_plot.points("all cores")) == 1
 
     saved = QSettings("llamarunner", "LlamaRunner Pro").value("meters/geometry")
-    assert isinstance(saved, QByteArray) and len(saved) > 0
+    assert isinstance(saved, QByteArray) and saved.size() > 0
     again = MetersWindow(monitor)
     qtbot.addWidget(again)
     assert again.size() == win.size()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -22,7 +23,8 @@ from ..config import (
     diff_configs,
 )
 from ..library.capabilities import capabilities
-from ..library.folders import merge_discovered, scan_folders
+from ..library.catalog import Catalog, build_catalog, library_fingerprint, watch_roots
+from ..library.discovery import LibraryEntry, SkippedFile
 from ..library.gguf import GGUFError
 from ..library.metadata import GGUFMetadata
 from ..library.metadata_cache import MetadataCache, default_cache_file
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Looking for new model files at most this often when a client asks for a model or a list.
 LIBRARY_RESCAN_INTERVAL = 2.0
+# How often the model folders and stores are checked for changes in the background.
+LIBRARY_WATCH_INTERVAL = 3.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class ModelFile:
     size: int
     mtime: float
     mtime_ns: int
+    digest: str | None  # the store's own sha256 when it has one (Ollama's blobs)
 
 
 class Service:
@@ -56,7 +61,13 @@ class Service:
     runs the same object on the Qt thread and only watches its events and calls methods.
     """
 
-    def __init__(self, store: ConfigStore, *, runner_log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: ConfigStore,
+        *,
+        runner_log_dir: Path | None = None,
+        metadata_cache_file: Path | None = None,
+    ) -> None:
         self.store = store
         self.events = EventBus()
         self.config: Config = Config.default()
@@ -65,9 +76,11 @@ class Service:
         self._manager: RunnerManager | None = None
         self._models: dict[str, ModelConfig] = {}
         self._aliases: dict[str, str] = {}
-        self._last_scan = 0.0
+        self._catalog: Catalog | None = None
+        self._fingerprint: tuple[object, ...] = ()
+        self._last_check = 0.0
         self._tasks = BackgroundTasks("service")
-        self._metadata: MetadataCache | None = None
+        self._metadata = MetadataCache(metadata_cache_file or default_cache_file())
         self.listeners = ListenerSet(
             {
                 "lmstudio": lambda: create_openai_app(self),
@@ -111,15 +124,16 @@ class Service:
             stat = os.stat(self._models[name].path)
         except (KeyError, OSError):
             return None
-        return ModelFile(stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+        entry = self.library_entries().get(name)
+        # Split models and Ollama blobs: the library knows the whole size and the digest.
+        size = entry.size if entry and entry.size else stat.st_size
+        return ModelFile(size, stat.st_mtime, stat.st_mtime_ns, entry.digest if entry else None)
 
     def metadata_for(self, name: str) -> GGUFMetadata | None:
         """The model file's GGUF metadata (cached on disk), or None when it is unreadable."""
         model = self._models.get(name)
         if model is None:
             return None
-        if self._metadata is None:
-            self._metadata = MetadataCache(default_cache_file())
         try:
             return self._metadata.get(model.path)
         except (GGUFError, OSError) as exc:
@@ -158,21 +172,32 @@ class Service:
     async def delete_model(self, name: str) -> None:
         """Forget a model; its file is deleted only when it lives in the app's own folder.
 
-        Raises PermissionError for a file found in one of the user's own folders: that file
-        is the user's, and removing it from the list would need removing its folder.
+        Raises PermissionError, saying why, for a model the app does not own: a file in
+        the user's own folders, or in Ollama's or LM Studio's store.
         """
         model = self._models[name]
-        if name in self.config.models:
+        if name in self.config.models and self.config.models[name].path:
             def remove(data: dict[str, Any]) -> None:
                 data.get("models", {}).pop(name, None)
 
             await self.update_config(remove)
             return
+        entry = self.library_entries().get(name)
+        source = entry.source if entry else "folder"
+        if source == "ollama":
+            raise PermissionError("it is in Ollama's model store, which LlamaRunner only "
+                                  "reads; remove it with `ollama rm`")
+        if source == "lmstudio":
+            raise PermissionError("it is in LM Studio's models folder, which LlamaRunner "
+                                  "only reads; remove it in LM Studio")
         if not _inside(Path(model.path), paths.models_dir()):
-            raise PermissionError(name)
+            raise PermissionError("it is a file in one of your own model folders; delete the "
+                                  "file or remove its folder from model_dirs")
         await self.manager.unload(name)
-        await asyncio.to_thread(Path(model.path).unlink, missing_ok=True)
-        self._rebuild_models(force_scan=True)
+        parts = entry.parts if entry and entry.parts else (model.path,)
+        for part in parts:
+            await asyncio.to_thread(Path(part).unlink, missing_ok=True)
+        await self.rescan()
 
     async def update_config(self, mutate: Callable[[dict[str, Any]], None]) -> Config:
         """Change the config file (validated, atomic, with backup) and apply it at once."""
@@ -200,19 +225,20 @@ class Service:
             ttl_for=self.ttl_of,
             log_dir=self._runner_log_dir,
         )
-        self._rebuild_models(force_scan=True)
+        await self.rescan()
         errors = await self.listeners.reconcile(self.config.proxies)
         self._tasks.spawn(
             self.store.watch(self._apply_watched_config, self._config_rejected), "config-watch"
         )
+        self._tasks.spawn(self._watch_library(), "library-watch")
         return errors
 
     async def stop(self) -> None:
         """Stop listening, stop every runner (no child survives), release resources."""
         await self._tasks.cancel_all()
         await self.listeners.close()
-        if self._metadata is not None:
-            self._metadata.save()
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._metadata.save)
         if self._manager is not None:
             await self._manager.shutdown()
         if self._http is not None:
@@ -233,7 +259,7 @@ class Service:
                 log.error("%s", error)
         if changes.scheduler_changed:
             self.manager.set_scheduler(new.scheduler)
-        self._rebuild_models(force_scan=True, restart=changes.models_restart)
+        await self.rescan(restart=changes.models_restart)
         log.info("configuration reloaded from %s", self.store.path)
         self.events.publish(ConfigApplied(str(self.store.path)))
         return errors
@@ -242,33 +268,78 @@ class Service:
         log.error("ignoring the edited configuration, keeping the running one:\n%s", error)
         self.events.publish(ConfigRejected(str(self.store.path), str(error)))
 
-    # ---- model table ---------------------------------------------------------------
+    # ---- model library -------------------------------------------------------------
 
-    def model_folders(self) -> list[Path]:
-        if self.config.model_dirs:
-            return [Path(d).expanduser() for d in self.config.model_dirs]
-        return [paths.models_dir()]
+    def library_entries(self) -> Mapping[str, LibraryEntry]:
+        """Where each model comes from (config, folder, Ollama, LM Studio) and its files."""
+        return self._catalog.entries if self._catalog else {}
 
-    def _refresh_library(self) -> bool:
-        """Rescan model folders if the last scan is old; True when the table changed."""
-        if time.monotonic() - self._last_scan < LIBRARY_RESCAN_INTERVAL:
-            return False
-        return self._rebuild_models(force_scan=True)
+    def library_problems(self) -> tuple[list[SkippedFile], list[str]]:
+        """Files not listed (with the reason) and config entries that matched nothing."""
+        if self._catalog is None:
+            return [], []
+        return list(self._catalog.skipped), list(self._catalog.problems)
 
-    def _rebuild_models(self, *, force_scan: bool, restart: frozenset[str] = frozenset()
-                        ) -> bool:
-        found = scan_folders(self.model_folders()) if force_scan else []
-        self._last_scan = time.monotonic()
-        models = merge_discovered(self.config.models, found)
+    async def rescan(self, *, restart: frozenset[str] = frozenset()) -> bool:
+        """Scan every model source now (off the event loop); True when the table changed."""
+        catalog, fingerprint = await asyncio.to_thread(self._scan)
+        return self._adopt(catalog, fingerprint, restart)
+
+    def _scan(self) -> tuple[Catalog, tuple[object, ...]]:
+        """Build the catalog and warm the metadata cache; blocking, so run in a thread."""
+        app_models = paths.models_dir()
+        fingerprint = library_fingerprint(watch_roots(self.config, app_models))
+        catalog = build_catalog(self.config, app_models_dir=app_models, metadata=self._metadata)
+        # Reading headers here, not in the first /api/tags request, keeps listings instant.
+        for model in catalog.models.values():
+            with contextlib.suppress(GGUFError, OSError):
+                self._metadata.get(model.path)
+        with contextlib.suppress(OSError):
+            self._metadata.save()
+        return catalog, fingerprint
+
+    def _adopt(self, catalog: Catalog, fingerprint: tuple[object, ...],
+               restart: frozenset[str] = frozenset()) -> bool:
+        self._fingerprint = fingerprint
+        self._last_check = time.monotonic()
+        previous = self._catalog
+        self._catalog = catalog
+        for problem in catalog.problems:
+            if previous is None or problem not in previous.problems:
+                log.warning("model library: %s", problem)
+        models = catalog.models
         changed = models != self._models or bool(restart)
         if changed:
-            self._models = models
+            self._models = dict(models)
             self._aliases = {
                 alias: name for name, model in models.items() for alias in model.alias
             }
             if self._manager is not None:
-                self._manager.set_models(models, restart=restart)
+                self._manager.set_models(self._models, restart=restart)
         return changed
+
+    def _refresh_library(self) -> bool:
+        """Rescan now if a watched folder changed since the last look (rate-limited).
+
+        Used when a client asks for a name we do not know or for a listing, so a file
+        copied in a moment ago is found at once.
+        """
+        if time.monotonic() - self._last_check < LIBRARY_RESCAN_INTERVAL:
+            return False
+        self._last_check = time.monotonic()
+        fingerprint = library_fingerprint(watch_roots(self.config, paths.models_dir()))
+        if fingerprint == self._fingerprint:
+            return False
+        return self._adopt(*self._scan())
+
+    async def _watch_library(self) -> None:
+        """Pick up models added or removed on disk without any request asking."""
+        while True:
+            await asyncio.sleep(LIBRARY_WATCH_INTERVAL)
+            roots = watch_roots(self.config, paths.models_dir())
+            fingerprint = await asyncio.to_thread(library_fingerprint, roots)
+            if fingerprint != self._fingerprint:
+                await self.rescan()
 
     def _lookup(self, requested: str) -> str | None:
         candidates = [requested]

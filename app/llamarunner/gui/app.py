@@ -197,22 +197,28 @@ class DesktopApp:
 
     async def _shutdown(self) -> None:
         """Stop every runner before returning: no llama-server may outlive the app."""
-        if self.tray is not None:
-            self.tray.hide()
-        if self.windows is not None:
-            self.windows.close_all()
-        for box in self._boxes:
-            box.close()
-        self._boxes.clear()
-        if self._instance is not None:
-            await self._instance.close()
-        if self.bridge is not None:
-            await self.bridge.cancel_pending()
-        await self._tasks.cancel_all()
-        await self.service.stop()
-        if self.bridge is not None:
-            self.bridge.close()
-        self._remove_signal_handlers()
+        try:
+            if self.tray is not None:
+                self.tray.hide()
+            if self._instance is not None:
+                await self._instance.close()
+            if self.bridge is not None:
+                await self.bridge.cancel_pending()
+                # Unsubscribed before the Service stops: its "stopping" events must not
+                # reach windows that are being closed and deleted below.
+                self.bridge.close()
+            await self._tasks.cancel_all()  # the monitor: no samples for closing windows
+            if self.windows is not None:
+                self.windows.close_all()
+            for box in list(self._boxes):
+                box.close()
+            self._boxes.clear()
+            if self.tray is not None:
+                self.tray.deleteLater()
+        finally:
+            # Whatever failed above, the runners are stopped.
+            await self.service.stop()
+            self._remove_signal_handlers()
         log.info("stopped cleanly")
 
     # ---- signals ---------------------------------------------------------------------

@@ -67,6 +67,9 @@ class TrayIcon(QSystemTrayIcon):
     """
 
     quit_requested = Signal()
+    # Every notification, shown or not (no tray, or a tray without balloons): lets a
+    # window surface it and tests observe it.
+    notified = Signal(str, str)  # title, message
 
     def __init__(self, service: Service, bridge: ServiceBridge, windows: WindowOpener,
                  parent: QObject | None = None) -> None:
@@ -248,6 +251,7 @@ class TrayIcon(QSystemTrayIcon):
     def notify(self, title: str, message: str, *, error: bool = False) -> None:
         """A desktop notification from the tray, when there is a visible tray to send it."""
         log.log(logging.WARNING if error else logging.INFO, "%s: %s", title, message)
+        self.notified.emit(title, message)
         if self.isVisible() and self.supportsMessages():
             icon = (QSystemTrayIcon.MessageIcon.Critical if error
                     else QSystemTrayIcon.MessageIcon.Information)

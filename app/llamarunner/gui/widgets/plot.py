@@ -71,7 +71,7 @@ def format_value(value: float | None, unit: Unit) -> str:
 
 
 def nice_step(span: float, target_ticks: int = 4) -> float:
-    """The 1/2/2.5/5 × 10^n step that cuts `span` into the number of parts nearest
+    """The 1/2/2.5/5 x 10^n step that cuts `span` into the number of parts nearest
     `target_ticks`."""
     if span <= 0:
         return 1.0
@@ -318,7 +318,7 @@ class TimeSeriesPlot(QWidget):
             tx = area.right() - m * 60 / self._window * area.width()
             painter.setPen(QPen(grid, 1))
             painter.drawLine(QPointF(tx, area.top()), QPointF(tx, area.bottom()))
-            text = "now" if m == 0 else f"−{m} min"
+            text = "now" if m == 0 else f"\u2212{m} min"  # a true minus sign
             text_width = metrics.horizontalAdvance(text)
             left = min(max(tx - text_width / 2, area.left()), area.right() - text_width)
             painter.setPen(faint)

@@ -415,7 +415,8 @@ class LibraryWindow(ToolWindow):
         except ConfigValidationError as exc:
             self._show_detail_problems(name, exc.problems)
             return
-        self._bridge.run(self._write_config(mutate, f"Saved the settings of {name}.", name))
+        self._bridge.run(self._write_config(mutate, f"Saved the settings of {name}.", name),
+                         f"save the settings of {name}")
 
     def _show_detail_problems(self, name: str, problems: list[Problem]) -> None:
         self.detail_errors = FieldErrors(self.detail_error)
@@ -466,14 +467,14 @@ class LibraryWindow(ToolWindow):
         if name is None:
             return
         self._set_status(f"Loading {name}…")
-        self._bridge.run(self._load(name))
+        self._bridge.run(self._load(name), f"load {name}")
 
     def unload_selected(self) -> None:
         name = self.selected_name()
         if name is None:
             return
         self._set_status(f"Unloading {name}…")
-        self._bridge.run(self._unload(name))
+        self._bridge.run(self._unload(name), f"unload {name}")
 
     async def _load(self, name: str) -> None:
         try:
@@ -507,7 +508,8 @@ class LibraryWindow(ToolWindow):
                 folders.append(folder)
             data["model_dirs"] = folders
 
-        self._bridge.run(self._write_config(mutate, f"Added the folder {folder}.", None))
+        self._bridge.run(self._write_config(mutate, f"Added the folder {folder}.", None),
+                         "add a model folder")
 
     # ---- refresh -------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ class ModelFileFacts(Protocol):
     @property
     def mtime_ns(self) -> int: ...
 
+    @property
+    def digest(self) -> str | None: ...
+
 
 class OllamaBackend(ProxyBackend, Protocol):
     config: Config

@@ -43,10 +43,11 @@ def model_field(data: dict[str, Any]) -> str:
 
 def _digest(backend: OllamaBackend, name: str) -> tuple[int, float, str]:
     facts = backend.model_file(name)
+    path = backend.models()[name].path
     if facts is None:
-        return 0, 0.0, file_digest(backend.models()[name].path, 0, 0)
-    return facts.size, facts.mtime, file_digest(backend.models()[name].path, facts.size,
-                                                facts.mtime_ns)
+        return 0, 0.0, file_digest(path, 0, 0)
+    digest = facts.digest or file_digest(path, facts.size, facts.mtime_ns)
+    return facts.size, facts.mtime, digest
 
 
 async def tags(request: web.Request) -> web.Response:
@@ -121,8 +122,6 @@ async def delete(request: web.Request) -> web.Response:
     name = backend.resolve_model(requested)
     try:
         await backend.delete_model(name)
-    except PermissionError:
-        return ollama_error(
-            f"model '{requested}' is a file in one of your own model folders; delete the file "
-            "or remove its folder from model_dirs", 403)
+    except PermissionError as exc:
+        return ollama_error(f"model '{requested}' was not deleted: {exc}", 403)
     return web.Response(status=200)

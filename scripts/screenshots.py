@@ -1,0 +1,224 @@
+"""Take the docs' window screenshots from a real Service with a tiny model, offscreen.
+
+Usage: python scripts/screenshots.py [--out docs/images]
+
+Starts the Service on a qasync loop with a generated tiny model (and the demo model when it
+is in the app's models folder), loads the models so runner logs flow, then saves
+library.png, settings.png, logs.png and meters.png. The user's config, caches, window
+geometry and model stores are never touched: everything lives in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "app"), str(ROOT)]
+
+import qasync  # noqa: E402
+from PySide6.QtCore import QSettings, QSize  # noqa: E402
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+
+from llamarunner import paths  # noqa: E402
+from llamarunner.config import ConfigStore  # noqa: E402
+from llamarunner.core.service import Service  # noqa: E402
+from llamarunner.demo import DEMO_FILE_NAME, DEMO_MODEL_NAME  # noqa: E402
+from llamarunner.runtime.resolver import resolve_runtime  # noqa: E402
+
+TINY = "tiny-chat"
+
+
+def free_port(preferred: int) -> int:
+    """The preferred port when nothing listens there (nicer in a picture), else any."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+def write_config(folder: Path, runtime: Path, tiny: Path, demo: Path | None) -> Path:
+    data: dict[str, Any] = {
+        "proxies": {
+            "ollama": {"enabled": True, "host": "127.0.0.1", "port": free_port(11434)},
+            "lmstudio": {"enabled": True, "host": "127.0.0.1", "port": free_port(1234)},
+        },
+        "runtimes": {"default": {"path": str(runtime)}},
+        "models": {TINY: {"path": str(tiny), "args": {"ctx-size": 2048, "threads": 2},
+                          "ttl": "10m"}},
+        # The demo model is listed the way a user's own folder would be ("folder" source).
+        "model_dirs": [str(demo.parent)] if demo else [str(folder / "no-models-here")],
+        "scheduler": {"max_loaded_models": 2, "load_timeout": "60s", "stop_grace": "2s"},
+        # Never list the real Ollama / LM Studio stores of the machine taking the pictures.
+        "sources": {"ollama": {"enabled": False}, "lmstudio": {"enabled": False}},
+    }
+    path = folder / "config.json"
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+class Pump:
+    """Runs the qasync loop (and with it Qt) for a while or until something is true."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def sleep(self, seconds: float) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            self.sleep(0.05)
+
+    def call(self, action: Callable[[], object]) -> None:
+        """Run a slot inside the running loop, as a click in the real app would."""
+
+        async def inside() -> None:
+            action()
+
+        self.loop.run_until_complete(inside())
+
+
+def save(widget: QWidget, size: QSize, out: Path, name: str, pump: Pump) -> None:
+    widget.resize(size)
+    widget.show()
+    pump.sleep(0.3)  # layouts, fonts and the first paint settle
+    target = out / f"{name}.png"
+    if not widget.grab().save(str(target)):
+        raise RuntimeError(f"could not write {target}")
+    print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+
+
+async def chat(service: Service, model: str, prompt: str) -> None:
+    """One real request through the LM Studio/OpenAI listener, so the runner log shows it."""
+    port = service.listeners.bound_port("lmstudio")
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 24}
+    async with service.http.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                                 json=body) as response:
+        await response.read()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    args = parser.parse_args()
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Found before the environment is redirected to the temporary folder below.
+    runtime = resolve_runtime("llama-server")
+    demo_file = paths.models_dir() / DEMO_FILE_NAME
+    demo = demo_file if demo_file.is_file() else None
+    if demo is None:
+        print(f"demo model not found at {demo_file}: only the tiny model is shown")
+
+    with tempfile.TemporaryDirectory(prefix="llamarunner-shots-") as tmp_name:
+        tmp = Path(tmp_name)
+        for variable, sub in (("LLAMARUNNER_DATA_DIR", "data"), ("LLAMARUNNER_LOG_DIR", "logs"),
+                              ("LLAMARUNNER_CACHE_DIR", "cache"), ("OLLAMA_MODELS", "ollama")):
+            os.environ[variable] = str(tmp / sub)
+        from tests.support.tiny_gguf import write_tiny_gguf
+
+        (tmp / "models").mkdir()
+        tiny = write_tiny_gguf(tmp / "models" / "tiny-chat.gguf", name=TINY)
+        config_path = write_config(tmp, runtime, tiny, demo)
+        return take(out, tmp, config_path, demo is not None)
+
+
+def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    for scope_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(scope_format, QSettings.Scope.UserScope, str(tmp / "qsettings"))
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    pump = Pump(loop)
+
+    from llamarunner.gui.bridge import ServiceBridge
+    from llamarunner.gui.windows.library import LibraryWindow
+    from llamarunner.gui.windows.logs import LogsWindow
+    from llamarunner.gui.windows.settings import SettingsWindow
+
+    service = Service(ConfigStore(config_path), runner_log_dir=tmp / "runners")
+    errors = loop.run_until_complete(service.start())
+    if errors:
+        print(f"listener problems: {errors}")
+    bridge = ServiceBridge(service)
+    windows: list[QWidget] = []
+    try:
+        library = LibraryWindow(service, bridge)
+        settings = SettingsWindow(service, bridge)
+        logs = LogsWindow(service, bridge)
+        windows += [library, settings, logs]
+
+        # Load through the window, like a click on Load would.
+        names = [TINY, *([DEMO_MODEL_NAME] if with_demo else [])]
+        for name in names:
+            library.select(name)
+            pump.call(library.load_selected)
+        pump.until(lambda: all(library.state_text(n) == "ready" for n in names), 90,
+                   "the models to load")
+        for prompt in ("Hello there!", "Name three colours.", "Count to five."):
+            loop.run_until_complete(chat(service, TINY, prompt))
+        pump.sleep(0.3)
+
+        library.select(TINY)
+        save(library, QSize(1180, 720), out, "library", pump)
+        save(settings, QSize(860, 640), out, "settings", pump)
+        logs.show_runner(TINY)
+        save(logs, QSize(1180, 640), out, "logs", pump)
+        meters = meters_window(service, pump)
+        if meters is not None:
+            windows.append(meters)
+            save(meters, QSize(900, 720), out, "meters", pump)
+    finally:
+        for window in windows:
+            window.hide()
+        loop.run_until_complete(service.stop())
+        bridge.close()
+        with contextlib.suppress(RuntimeError):
+            loop.close()
+        asyncio.set_event_loop(None)
+    return 0
+
+
+def meters_window(service: Service, pump: Pump) -> QWidget | None:
+    try:
+        from llamarunner.gui.windows.meters import MetersWindow
+        from llamarunner.monitor import Sampler, ServiceMonitor, pids_from_manager
+    except ImportError as exc:
+        print(f"skipping meters.png: the meters window is not available ({exc})")
+        return None
+    monitor = ServiceMonitor(Sampler(pids_from_manager(service.manager)))
+    monitor.sampler.open_gpus()
+    window = MetersWindow(monitor)
+    # A minute of readings would take a minute; a dozen close together shows the plots.
+    for _ in range(12):
+        monitor.sample_once()
+        pump.sleep(0.25)
+    widget: QWidget = window
+    return widget
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--jobs", type=int, default=None, help="parallel build jobs")
     runtime_sub.add_parser("list", help="show which llama-server each runtime uses")
 
+    sub.add_parser(
+        "models", help="list every model found (config, folders, Ollama, LM Studio)"
+    )
+
     demo = sub.add_parser("demo", help="the demo model (Gemma 3 270M)")
     demo_sub = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
     demo_sub.add_parser("install", help="write the demo model into the app's models folder")
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return _runtime_command(args, config_path)
     if args.command == "demo":
         return _demo_command()
+    if args.command == "models":
+        return _models_command(config_path)
     if args.command == "config":
         return _config_command(args, config_path)
     return _start_app(args, config_path)
@@ -110,6 +116,23 @@ def _runtime_command(args: argparse.Namespace, config_path: Path) -> int:
         print(f"warning: config not usable, showing cached runtimes only:\n{exc}",
               file=sys.stderr)
     return run_list_cli(runtimes)
+
+
+def _models_command(config_path: Path) -> int:
+    from .library.catalog import build_catalog
+    from .library.metadata_cache import MetadataCache, default_cache_file
+    from .library.table import format_library_table
+
+    try:
+        config = ConfigStore(config_path).load()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    metadata = MetadataCache(default_cache_file())
+    catalog = build_catalog(config, app_models_dir=paths.models_dir(), metadata=metadata)
+    print(format_library_table(catalog, metadata))
+    metadata.save()
+    return 0
 
 
 def _demo_command() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine
@@ -54,9 +55,17 @@ class ServiceBridge(QObject):
     action_failed = Signal(str)  # a user-readable message for a failed run() action
 
     def __init__(self, service: EventSource, parent: QObject | None = None, *,
+                 loop: asyncio.AbstractEventLoop | None = None,
                  capture_logs: bool = True, log_level: int = logging.INFO) -> None:
         super().__init__(parent)
         self._service = service
+        # The loop actions run on: the one given, else the one running now (the app builds
+        # the bridge inside its main coroutine). Kept so a slot invoked while no loop is
+        # "running" (a test calling QAction.trigger() between loop runs) still schedules.
+        if loop is None:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+        self._loop = loop
         self._unsubscribe = service.events.subscribe(self._on_event)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handler: _SignalLogHandler | None = None
@@ -90,13 +99,14 @@ class ServiceBridge(QObject):
         """Schedule a Service coroutine from a slot; a failure becomes `action_failed`.
 
         `what` names the action in the failure message ("load tiny"). Returns the task
-        (kept referenced here until it ends), or None when no event loop is running.
+        (kept referenced here until it ends), or None when there is no event loop.
         """
-        try:
+        loop = self._loop
+        with contextlib.suppress(RuntimeError):
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            # Not under qasync (a bare pytest-qt test, or after the loop stopped): close the
-            # coroutine so it does not warn "never awaited", and say why nothing happened.
+        if loop is None or loop.is_closed():
+            # No qasync loop (a bare pytest-qt test, or after the app's loop ended): close
+            # the coroutine so it does not warn "never awaited", and say why nothing ran.
             coro.close()
             self.action_failed.emit(f"cannot {what}: the app is not running its event loop")
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from ..config.schema import ModelConfig
 from .capabilities import capabilities
 from .catalog import Catalog
 from .gguf import GGUFError
@@ -52,7 +53,7 @@ def format_library_table(
             arch = meta.architecture or _UNKNOWN
             params = parameter_size_label(meta)
             quant = meta.quantization or _UNKNOWN
-            context = str(meta.context_length) if meta.context_length else _UNKNOWN
+            context = _served_context(model, meta.context_length)
             found = capabilities(meta, has_projector=entry.projector is not None)
             if model is not None and model.serves_embeddings and "embedding" not in found:
                 found.append("embedding")
@@ -74,3 +75,11 @@ def format_library_table(
         lines += ["", "Problems:"]
         lines += [f"  {problem}" for problem in catalog.problems]
     return "\n".join(lines) + "\n"
+
+
+def _served_context(model: ModelConfig | None, trained: int | None) -> str:
+    """The context llama-server will run with: its ctx-size, else what the model trained on."""
+    configured = (model.args.get("ctx-size") or model.args.get("c")) if model else None
+    if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
+        return str(configured)
+    return str(trained) if trained else _UNKNOWN

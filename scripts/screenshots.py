@@ -19,9 +19,9 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -39,6 +39,7 @@ from llamarunner.demo import DEMO_FILE_NAME, DEMO_MODEL_NAME  # noqa: E402
 from llamarunner.runtime.resolver import resolve_runtime  # noqa: E402
 
 TINY = "tiny-chat"
+T = TypeVar("T")
 
 
 def free_port(preferred: int) -> int:
@@ -74,13 +75,24 @@ def write_config(folder: Path, runtime: Path, tiny: Path, demo: Path | None) -> 
 
 
 class Pump:
-    """Runs the qasync loop (and with it Qt) for a while or until something is true."""
+    """Runs the qasync loop (and with it Qt) for a while or until something is true.
+
+    Uses run_forever, not run_until_complete: qasync's run_until_complete dispatches Qt
+    events once more after the loop has stopped, with no running loop set, and a task step
+    that lands there fails with "no running event loop".
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = self.loop.create_task(coro)
+        task.add_done_callback(lambda _task: self.loop.stop())
+        self.loop.run_forever()
+        return task.result()
+
     def sleep(self, seconds: float) -> None:
-        self.loop.run_until_complete(asyncio.sleep(seconds))
+        self.run(asyncio.sleep(seconds))
 
     def until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -95,7 +107,7 @@ class Pump:
         async def inside() -> None:
             action()
 
-        self.loop.run_until_complete(inside())
+        self.run(inside())
 
 
 def save(widget: QWidget, size: QSize, out: Path, name: str, pump: Pump) -> None:
@@ -160,7 +172,7 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
     from llamarunner.gui.windows.settings import SettingsWindow
 
     service = Service(ConfigStore(config_path), runner_log_dir=tmp / "runners")
-    errors = loop.run_until_complete(service.start())
+    errors = pump.run(service.start())
     if errors:
         print(f"listener problems: {errors}")
     bridge = ServiceBridge(service)
@@ -179,7 +191,7 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
         pump.until(lambda: all(library.state_text(n) == "ready" for n in names), 90,
                    "the models to load")
         for prompt in ("Hello there!", "Name three colours.", "Count to five."):
-            loop.run_until_complete(chat(service, TINY, prompt))
+            pump.run(chat(service, TINY, prompt))
         pump.sleep(0.3)
 
         library.select(TINY)
@@ -194,7 +206,7 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
     finally:
         for window in windows:
             window.hide()
-        loop.run_until_complete(service.stop())
+        pump.run(service.stop())
         bridge.close()
         with contextlib.suppress(RuntimeError):
             loop.close()

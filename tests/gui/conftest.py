@@ -5,8 +5,9 @@ the app both run on one thread through qasync. pytest-qt's qtbot spins Qt's own 
 loop, which runs qasync's timers and socket notifiers but without asyncio's "running
 loop" set, so any Service coroutine would fail; pytest-asyncio's loop, for its part, never
 processes Qt events. So tests that need both are plain (sync) tests that drive one qasync
-QEventLoop with `run_until_complete`: while a coroutine runs, QApplication.exec() runs
-too, so Qt signals, timers and asyncio tasks (llama-server I/O included) all progress.
+QEventLoop: while a coroutine runs, QApplication.exec() runs too, so Qt signals, timers
+and asyncio tasks (llama-server I/O included) all progress; between two runs nothing
+moves, which keeps each step of a test deterministic.
 The `qt_driver` fixture wraps that: `run(coro)`, `until(predicate)`, `sleep(s)`. Tests
 without the Service can keep using qtbot. Test modules get these helpers through fixtures
 only: conftest modules are not importable by name from tests.
@@ -48,7 +49,16 @@ class QtDriver:
         self.loop = loop
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        result: T = self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        # Not loop.run_until_complete: after stopping, qasync's version processes Qt events
+        # once more with no running asyncio loop, so a background task stepped there (the
+        # app's own main coroutine, say) fails with "no running event loop". run_forever
+        # ends right when Qt's loop ends; whatever is still queued runs in the next run().
+        future = asyncio.ensure_future(asyncio.wait_for(coro, timeout), loop=self.loop)
+        future.add_done_callback(lambda _done: self.loop.stop())
+        self.loop.run_forever()
+        if not future.done():
+            raise RuntimeError("the Qt event loop ended before the coroutine finished")
+        result: T = future.result()
         return result
 
     def until(self, predicate: Callable[[], bool], timeout: float = 30,
@@ -79,9 +89,10 @@ def qt_driver(qapp: QApplication) -> Iterator[QtDriver]:
         pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
         for task in pending:
             task.cancel()
+        driver = QtDriver(loop)
         if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
+            driver.run(asyncio.gather(*pending, return_exceptions=True))
+        driver.run(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
         for widget in QApplication.topLevelWidgets():

@@ -64,11 +64,11 @@ def open_menu(tray: TrayIcon) -> list[QAction]:
 
 
 @pytest.fixture
-def make_tray(recording_windows: RecordingWindows) -> Any:
+def make_tray(qt_driver: QtDriver, recording_windows: RecordingWindows) -> Any:
     made: list[tuple[TrayIcon, ServiceBridge]] = []
 
     def make(service: Service) -> TrayIcon:
-        bridge = ServiceBridge(service, capture_logs=False)
+        bridge = ServiceBridge(service, loop=qt_driver.loop, capture_logs=False)
         tray = TrayIcon(service, bridge, recording_windows)
         made.append((tray, bridge))
         return tray
@@ -141,11 +141,13 @@ def test_loading_from_the_menu_checks_the_model_and_turns_the_icon_green(
     tray.models_menu.hide()
     tray.menu.hide()
 
+    [tiny] = open_menu(tray)  # popping up rebuilt the menu: the old actions are gone
     tiny.trigger()  # a loaded model's entry unloads it
-    qt_driver.until(lambda: tray.state is IconState.IDLE, message="tiny to be unloaded")
+    qt_driver.until(lambda: service.manager.snapshot()[0].state == "stopped",
+                    message="tiny to be unloaded")
+    assert tray.state is IconState.IDLE
     [tiny] = open_menu(tray)
     assert not tiny.isChecked()
-    assert service.manager.runner("tiny").pid is None or service.manager.snapshot()[0].pid is None
 
 
 def test_tooltip_names_served_models_and_both_addresses(qt_driver: QtDriver,

@@ -28,6 +28,8 @@ from ..library.discovery import LibraryEntry, SkippedFile
 from ..library.gguf import GGUFError
 from ..library.metadata import GGUFMetadata
 from ..library.metadata_cache import MetadataCache, default_cache_file
+from ..monitor.sampler import Sampler, pids_from_manager
+from ..monitor.service_monitor import ServiceMonitor
 from ..proxy.ollama.app import create_ollama_app
 from ..proxy.openai.app import create_openai_app
 from ..proxy.relay import upstream_session
@@ -77,6 +79,7 @@ class Service:
         self._models: dict[str, ModelConfig] = {}
         self._aliases: dict[str, str] = {}
         self._catalog: Catalog | None = None
+        self.monitor: ServiceMonitor | None = None
         self._fingerprint: tuple[object, ...] = ()
         self._last_check = 0.0
         self._tasks = BackgroundTasks("service")
@@ -231,6 +234,9 @@ class Service:
             self.store.watch(self._apply_watched_config, self._config_rejected), "config-watch"
         )
         self._tasks.spawn(self._watch_library(), "library-watch")
+        # CPU/RAM/GPU meters live in the core so headless and the GUI share them.
+        self.monitor = ServiceMonitor(Sampler(pids_from_manager(self._manager)))
+        self._tasks.spawn(self.monitor.run(), "monitor")
         return errors
 
     async def stop(self) -> None:

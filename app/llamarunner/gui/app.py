@@ -115,6 +115,11 @@ class DesktopApp:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._quit = loop.create_future()
+        qapp = QApplication.instance()
+        if isinstance(qapp, QApplication):
+            # Closing a window must never end Qt's loop (and with it qasync's) behind this
+            # coroutine's back: only request_quit() ends the app, after the Service stopped.
+            qapp.setQuitOnLastWindowClosed(False)
         if self._handle_signals:
             self._install_signal_handlers(loop)
         # Subscribed before start() so the first listener events reach the tray.

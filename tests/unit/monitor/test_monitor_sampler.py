@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+import psutil
 import pytest
 
 from llamarunner.monitor import (
@@ -51,9 +52,17 @@ def test_runner_usage_of_a_real_child(sleeper: subprocess.Popen[bytes]) -> None:
     assert second.cpu_percent is not None and second.cpu_percent >= 0.0
 
     sleeper.kill()
+    _wait_for_zombie(sleeper.pid)  # SIGKILL is delivered asynchronously
     assert "tiny" not in sampler.sample().runners  # a zombie holds no memory: absent
     sleeper.wait()
     assert sampler.sample().runners == {}
+
+
+def _wait_for_zombie(pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the killed child did not exit"
+        time.sleep(0.01)
 
 
 def test_busy_child_shows_cpu() -> None:

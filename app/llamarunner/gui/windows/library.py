@@ -58,14 +58,23 @@ log = logging.getLogger(__name__)
 _LOADABLE: Final = frozenset({"stopped", "failed"})
 _UNLOADABLE: Final = frozenset({"starting", "ready"})
 Mutation = Callable[[dict[str, Any]], None]
+_SOURCE_TEXT: Final = {
+    "config": "the config file",
+    "folder": "a model folder (Save adds it to the config file, the file stays where it is)",
+    "ollama": "Ollama's model store (Save keeps settings for it in the config file)",
+    "lmstudio": "LM Studio's models folder (Save keeps settings for it in the config file)",
+}
 
 
 def model_source(service: Service, name: str) -> str:
-    """Where a model comes from: "config" for an entry with its own path, else "folder".
+    """Where a model comes from: config, folder, ollama or lmstudio.
 
-    The one place to switch to the library's own answer (a `source` per entry: folder,
-    ollama, lmstudio...) once the Service exposes its library entries.
+    The library's own answer when it has one; otherwise "config" for an entry with its
+    own path and "folder" for anything found on disk.
     """
+    entry = service.library_entries().get(name)
+    if entry is not None:
+        return str(entry.source)
     configured = service.config.models.get(name)
     return "config" if configured is not None and not configured.settings_only else "folder"
 
@@ -307,9 +316,7 @@ class LibraryWindow(ToolWindow):
             self.detail.setTitle(f"Settings of {model.name}")
             self.path_label.setText(model.path)
             source = model_source(self._service, model.name)
-            self.source_label.setText(
-                "config file" if source == "config"
-                else f"{source} (saving writes an entry for it to the config file)")
+            self.source_label.setText(_SOURCE_TEXT.get(source, source))
             for key, value in model.args.items():
                 self._append_arg(key, format_arg_value(value))
             self.ttl_edit.setText("" if model.ttl is None else format_duration(model.ttl))
@@ -386,12 +393,16 @@ class LibraryWindow(ToolWindow):
             return
         ttl = self.ttl_edit.text().strip()
         configured = self._service.config.models.get(name)
-        # A discovered model gets an entry with its own path, so the file stays where it is
-        # and the entry keeps working if the folder is dropped from model_dirs later. Names
-        # with a slash (Ollama's "namespace/model:tag") cannot own a path entry: those get a
-        # settings-only entry, which the library applies to the model found under that name.
-        with_path = (configured is None and "/" not in name) or (
-            configured is not None and not configured.settings_only)
+        source = model_source(self._service, name)
+        # A model found in a folder gets an entry with its own path, so the file stays
+        # where it is and the entry keeps working if the folder leaves model_dirs. Models in
+        # Ollama's or LM Studio's store belong to that app (the file is a blob that may be
+        # replaced by a pull) and names like "namespace/model:tag" cannot own a path entry:
+        # those get a settings-only entry, which the library applies to the model it finds.
+        if configured is not None:
+            with_path = not configured.settings_only
+        else:
+            with_path = source == "folder" and "/" not in name
 
         def mutate(data: dict[str, Any]) -> None:
             models = data.setdefault("models", {})

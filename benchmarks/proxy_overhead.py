@@ -6,7 +6,11 @@ hits both sides alike, and reports differences against the direct baseline:
 - non-streaming requests: added latency, p50 and p99;
 - streaming: added latency per chunk and tokens/s through the proxy vs direct;
 - cold start: time to first byte for an unloaded model through the proxy, minus
-  llama-server's own spawn-to-healthy time plus its warm time to first byte.
+  llama-server's own spawn-to-healthy time plus its warm time to first byte;
+- swap: a request for B while A is loaded (one slot) through the proxy, minus A's own
+  exit time + B's spawn-to-healthy + a warm request, all measured by hand;
+- parallel: 8 clients at once, requests/s through the proxy vs direct;
+- launch: from starting `llamarunner --headless` to both ports accepting connections.
 
 Usage: python benchmarks/proxy_overhead.py [--model PATH] [--requests N]
 """
@@ -101,18 +105,23 @@ class DirectServer:
 class Proxy:
     """`llamarunner --headless` in its own process, as users run it."""
 
-    def __init__(self, binary: Path, model: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, model: Path, workdir: Path, *,
+                 models: dict[str, Any] | None = None, slots: int = 2,
+                 ollama_port: int | None = None) -> None:
         self.port = free_port()
+        self.started_at = time.perf_counter()
+        workdir.mkdir(parents=True, exist_ok=True)
         config = {
-            "proxies": {"ollama": {"enabled": False},
+            "proxies": {"ollama": ({"enabled": False} if ollama_port is None else
+                                   {"host": "127.0.0.1", "port": ollama_port}),
                         "lmstudio": {"host": "127.0.0.1", "port": self.port}},
             "runtimes": {"default": {"path": str(binary)}},
-            "models": {
+            "models": models if models is not None else {
                 "warm": {"path": str(model), "args": ARGS, "ttl": -1},
                 "cold": {"path": str(model), "args": ARGS, "ttl": 0},
             },
             "model_dirs": [str(workdir / "none")],
-            "scheduler": {"max_loaded_models": 2},
+            "scheduler": {"max_loaded_models": slots},
         }
         self.config_path = workdir / "config.json"
         self.config_path.write_text(json.dumps(config))
@@ -244,6 +253,91 @@ async def bench_cold(http: aiohttp.ClientSession, binary: Path, model: Path, pro
     }
 
 
+async def bench_swap(http: aiohttp.ClientSession, binary: Path, model: Path, workdir: Path,
+                     rounds: int) -> dict[str, float]:
+    """Proxy swap A→B (one slot) vs. A's exit + B's spawn-to-healthy + a warm request."""
+    by_hand: list[float] = []
+    for _ in range(rounds):
+        a, b = DirectServer(binary, model), DirectServer(binary, model)
+        await a.start(http)
+        assert a.proc is not None
+        started = time.perf_counter()
+        a.proc.terminate()
+        await asyncio.to_thread(a.proc.wait, 10)
+        exit_s = time.perf_counter() - started
+        try:
+            healthy_s = await b.start(http)
+            total, _, _ = await timed_request(http, b.url, chat("b", stream=False, max_tokens=1))
+        finally:
+            b.stop()
+        by_hand.append(exit_s + healthy_s + total)
+    models = {name: {"path": str(model), "args": ARGS, "ttl": -1} for name in ("a", "b")}
+    proxy = Proxy(binary, model, workdir / "swap", models=models, slots=1)
+    swaps: list[float] = []
+    try:
+        await proxy.wait_listening(http)
+        await timed_request(http, proxy.url, chat("a", stream=False, max_tokens=1))
+        for i in range(rounds * 2):
+            # Alternate so every request swaps: the loaded model is always the other one.
+            total, _, _ = await timed_request(http, proxy.url,
+                                              chat("ba"[i % 2], stream=False, max_tokens=1))
+            swaps.append(total)
+    finally:
+        proxy.stop()
+    return {
+        "by_hand_p50": statistics.median(by_hand),
+        "proxy_swap_p50": statistics.median(swaps),
+        "added_swap_p50": statistics.median(swaps) - statistics.median(by_hand),
+    }
+
+
+async def bench_parallel(http: aiohttp.ClientSession, direct: str, proxy: str,
+                         clients: int, per_client: int) -> dict[str, float]:
+    """Requests/s with `clients` concurrent clients, direct and proxied, alternating."""
+    rates: dict[str, list[float]] = {"direct": [], "proxy": []}
+
+    async def one_client(url: str) -> None:
+        for _ in range(per_client):
+            await timed_request(http, url, chat("warm", stream=False, max_tokens=16))
+
+    for i in range(6):
+        order = [("direct", direct), ("proxy", proxy)]
+        for side, url in order if i % 2 else reversed(order):
+            started = time.perf_counter()
+            await asyncio.gather(*(one_client(url) for _ in range(clients)))
+            rates[side].append(clients * per_client / (time.perf_counter() - started))
+    direct_rps, proxy_rps = statistics.median(rates["direct"]), statistics.median(rates["proxy"])
+    return {"direct_rps": direct_rps, "proxy_rps": proxy_rps, "ratio": proxy_rps / direct_rps}
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def bench_launch(binary: Path, model: Path, workdir: Path, rounds: int
+                       ) -> dict[str, float]:
+    """From spawning `llamarunner --headless` to both ports accepting connections."""
+    times: list[float] = []
+    for i in range(rounds):
+        proxy = Proxy(binary, model, workdir / f"launch{i}", ollama_port=free_port(),
+                      models={"warm": {"path": str(model), "args": ARGS}})
+        ollama_port = json.loads(proxy.config_path.read_text())["proxies"]["ollama"]["port"]
+        try:
+            for _ in range(2000):  # polled every 5 ms; 10 s at most
+                if await _accepts(proxy.port) and await _accepts(ollama_port):
+                    break
+                await asyncio.sleep(0.005)
+            times.append(time.perf_counter() - proxy.started_at)
+        finally:
+            proxy.stop()
+    return {"launch_to_ports_p50": statistics.median(times), "launch_max": max(times)}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None,
@@ -252,6 +346,8 @@ async def main() -> None:
                         help="non-streaming rounds (each is one direct + one proxied request)")
     parser.add_argument("--streams", type=int, default=30)
     parser.add_argument("--cold", type=int, default=8)
+    parser.add_argument("--swaps", type=int, default=6)
+    parser.add_argument("--launches", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     binary = resolve_runtime("llama-server")
@@ -277,7 +373,10 @@ async def main() -> None:
                     "streaming": await bench_streaming(http, direct.url, proxy.url,
                                                        args.streams),
                     "cold_start": await bench_cold(http, binary, model, proxy.url, args.cold),
+                    "parallel": await bench_parallel(http, direct.url, proxy.url, 8, 10),
                 }
+                results["swap"] = await bench_swap(http, binary, model, workdir, args.swaps)
+                results["launch"] = await bench_launch(binary, model, workdir, args.launches)
             finally:
                 direct.stop()
                 proxy.stop()
@@ -300,6 +399,16 @@ async def main() -> None:
     print(f"  direct warm first byte p50        {ms(cold['direct_warm_first_byte_p50'])}")
     print(f"  proxy cold first byte p50         {ms(cold['proxy_cold_first_byte_p50'])}")
     print(f"  added by the proxy p50            {ms(cold['added_cold_p50'])}")
+    sw, par, launch = results["swap"], results["parallel"], results["launch"]
+    print("swap A->B (one slot):")
+    print(f"  by hand (A exit + B healthy + request) p50 {ms(sw['by_hand_p50'])}")
+    print(f"  through the proxy p50                      {ms(sw['proxy_swap_p50'])}")
+    print(f"  added p50                                  {ms(sw['added_swap_p50'])}")
+    print("8 parallel clients (chat, 16 tokens):")
+    print(f"  req/s direct {par['direct_rps']:.1f}  proxy {par['proxy_rps']:.1f}"
+          f"  ratio {par['ratio']:.3f} (target >= 0.95)")
+    print(f"launch to both ports accepting: p50 {ms(launch['launch_to_ports_p50'])}"
+          f"  max {ms(launch['launch_max'])} (target <= 1 s)")
 
 
 if __name__ == "__main__":

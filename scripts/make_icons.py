@@ -37,13 +37,13 @@ def main() -> int:
     written = []
     for size in APP_SIZES:
         path = out / app_icon_file(size)
-        if not render_app_icon(size).save(str(path), "PNG"):
+        if not render_app_icon(size).save(str(path)):
             print(f"cannot write {path}", file=sys.stderr)
             return 1
         written.append(path)
     for state in IconState:
         path = out / state_icon_file(state)
-        if not render_state_icon(state, STATE_SIZE).save(str(path), "PNG"):
+        if not render_state_icon(state, STATE_SIZE).save(str(path)):
             print(f"cannot write {path}", file=sys.stderr)
             return 1
         written.append(path)

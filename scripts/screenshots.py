@@ -120,11 +120,11 @@ def save(widget: QWidget, size: QSize, out: Path, name: str, pump: Pump) -> None
     print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
 
 
-async def chat(service: Service, model: str, prompt: str) -> None:
+async def chat(service: Service, model: str, prompt: str, tokens: int = 24) -> None:
     """One real request through the LM Studio/OpenAI listener, so the runner log shows it."""
     port = service.listeners.bound_port("lmstudio")
     body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": 24}
+            "max_tokens": tokens}
     async with service.http.post(f"http://127.0.0.1:{port}/v1/chat/completions",
                                  json=body) as response:
         await response.read()
@@ -133,6 +133,8 @@ async def chat(service: Service, model: str, prompt: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--meters-seconds", type=float, default=62.0,
+                        help="how long the meters record before their picture (default 62)")
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -154,10 +156,11 @@ def main() -> int:
         (tmp / "models").mkdir()
         tiny = write_tiny_gguf(tmp / "models" / "tiny-chat.gguf", name=TINY)
         config_path = write_config(tmp, runtime, tiny, demo)
-        return take(out, tmp, config_path, demo is not None)
+        return take(out, tmp, config_path, demo is not None, args.meters_seconds)
 
 
-def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
+def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_seconds: float
+         ) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     for scope_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
@@ -177,6 +180,7 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
         print(f"listener problems: {errors}")
     bridge = ServiceBridge(service)
     windows: list[QWidget] = []
+    meters = Meters.start(service, meters_seconds)
     try:
         library = LibraryWindow(service, bridge)
         settings = SettingsWindow(service, bridge)
@@ -190,22 +194,23 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
             pump.call(library.load_selected)
         pump.until(lambda: all(library.state_text(n) == "ready" for n in names), 90,
                    "the models to load")
-        for prompt in ("Hello there!", "Name three colours.", "Count to five."):
-            pump.run(chat(service, TINY, prompt))
-        pump.sleep(0.3)
+        # Real requests: the runner logs show them, the meters show their CPU use.
+        pump.run(workload(service, names, meters_seconds if meters else 0))
 
         library.select(TINY)
         save(library, QSize(1180, 720), out, "library", pump)
-        save(settings, QSize(860, 640), out, "settings", pump)
+        save(settings, QSize(860, 560), out, "settings", pump)
         logs.show_runner(TINY)
         save(logs, QSize(1180, 640), out, "logs", pump)
-        meters = meters_window(service, pump)
         if meters is not None:
-            windows.append(meters)
-            save(meters, QSize(900, 720), out, "meters", pump)
+            window = meters.window()
+            windows.append(window)
+            save(window, QSize(900, 720), out, "meters", pump)
     finally:
         for window in windows:
             window.hide()
+        if meters is not None:
+            meters.task.cancel()
         pump.run(service.stop())
         bridge.close()
         with contextlib.suppress(RuntimeError):
@@ -214,22 +219,46 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool) -> int:
     return 0
 
 
-def meters_window(service: Service, pump: Pump) -> QWidget | None:
-    try:
-        from llamarunner.gui.windows.meters import MetersWindow
-        from llamarunner.monitor import Sampler, ServiceMonitor, pids_from_manager
-    except ImportError as exc:
-        print(f"skipping meters.png: the meters window is not available ({exc})")
-        return None
-    monitor = ServiceMonitor(Sampler(pids_from_manager(service.manager)))
-    monitor.sampler.open_gpus()
-    window = MetersWindow(monitor)
-    # A minute of readings would take a minute; a dozen close together shows the plots.
-    for _ in range(12):
-        monitor.sample_once()
-        pump.sleep(0.25)
-    widget: QWidget = window
-    return widget
+async def workload(service: Service, names: list[str], seconds: float) -> None:
+    """A few chats, then (for the meters) bursts of generation with pauses in between."""
+    for prompt in ("Hello there!", "Name three colours.", "Count to five."):
+        await chat(service, TINY, prompt)
+    deadline = time.monotonic() + seconds
+    turn = 0
+    while time.monotonic() < deadline:
+        await chat(service, names[turn % len(names)], "Tell me a story.", tokens=96)
+        await asyncio.sleep(1.5 + turn % 3)
+        turn += 1
+
+
+class Meters:
+    """The resource monitor sampling in the background, and its window when asked."""
+
+    def __init__(self, monitor: Any, task: asyncio.Task[None]) -> None:
+        self.monitor = monitor
+        self.task = task
+
+    @classmethod
+    def start(cls, service: Service, seconds: float) -> Meters | None:
+        try:
+            from llamarunner.gui.windows import meters  # noqa: F401
+            from llamarunner.monitor import Sampler, ServiceMonitor, pids_from_manager
+        except ImportError as exc:
+            print(f"skipping meters.png: the meters window is not available ({exc})")
+            return None
+        monitor = ServiceMonitor(Sampler(pids_from_manager(service.manager)),
+                                 interval=max(0.25, seconds / 120))
+        task = asyncio.get_event_loop().create_task(monitor.run(), name="monitor")
+        return cls(monitor, task)
+
+    def window(self) -> QWidget:
+        from llamarunner.gui.windows import meters
+
+        # The app plots five minutes; a picture taken after a one-minute run shows that
+        # minute across the whole width instead of a sliver at the right edge.
+        meters.WINDOW_SECONDS = 60.0
+        window: QWidget = meters.MetersWindow(self.monitor)
+        return window
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ the fake has no use for. Fault switches (all optional):
 ``--fault-fork-grandchild``        spawn a sleeping grandchild in the same process group
                                    (it outlives the fake unless the group is killed)
 ``--fault-record-argv PATH``       write ``{"pid", "argv", "grandchild_pid"}`` JSON to PATH
+``--fault-log-disconnects PATH``   append ``<path> <unix time>`` to PATH each time a client
+                                   goes away before its response was complete
+``--fault-echo``                   generate the prompt text itself as one token, so tests
+                                   can match answers to requests
 
 Deliberate simplifications: token counts are word counts, generated text is
 ``chunk_texts(n)``, embeddings are a hash of the input; ``--pooling none`` gives the real
@@ -30,7 +34,6 @@ Deliberate simplifications: token counts are word counts, generated text is
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -110,6 +113,8 @@ class Options:
     http_status: int | None = None
     fork_grandchild: bool = False
     record_argv: str | None = None
+    log_disconnects: str | None = None
+    echo: bool = False
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -144,6 +149,7 @@ _VALUE_OPTS: dict[str, tuple[str, type]] = {
     "--fault-chunks": ("chunks", int),
     "--fault-http-status": ("http_status", int),
     "--fault-record-argv": ("record_argv", str),
+    "--fault-log-disconnects": ("log_disconnects", str),
 }
 _FLAG_OPTS: dict[str, str] = {
     "--embedding": "embedding",
@@ -152,6 +158,7 @@ _FLAG_OPTS: dict[str, str] = {
     "--fault-never-healthy": "never_healthy",
     "--fault-never-healthy-logging": "never_healthy_logging",
     "--fault-fork-grandchild": "fork_grandchild",
+    "--fault-echo": "echo",
 }
 
 
@@ -466,8 +473,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(503, _LOADING_BODY)
             return
         # The client may go away mid-response (a cancelled request); nothing to clean up.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        try:
             handler(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self._note_disconnect(path)
+
+    def _note_disconnect(self, path: str) -> None:
+        target = self.server.opts.log_disconnects
+        if target:
+            with open(target, "a", encoding="utf-8") as f:
+                f.write(f"{path} {time.time():.6f}\n")
 
     # -- generation -------------------------------------------------------------------
 
@@ -484,7 +499,8 @@ class Handler(BaseHTTPRequestHandler):
             n = min(n, limit)
         # Real servers report "length" when max_tokens stopped them, "stop" on EOS.
         finish = "length" if limit is not None and n == limit else "stop"
-        gen = Generation(n_prompt=_count_tokens(prompt_text), texts=chunk_texts(n),
+        texts = [prompt_text] if opts.echo else chunk_texts(n)
+        gen = Generation(n_prompt=_count_tokens(prompt_text), texts=texts,
                          finish_reason=finish)
         gen.task = self.server.next_task()
         self.server.log("I", f"slot launch_slot_: id  0 | task {gen.task} | processing task, "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,13 +29,13 @@ from typing import Any, TypeVar
 # picks another platform on purpose (xcb, to watch the in-process tests on a screen).
 os.environ["QT_QPA_PLATFORM"] = os.environ.get("LLAMARUNNER_TEST_QT_PLATFORM", "offscreen")
 
-import pytest  # noqa: E402
-import qasync  # noqa: E402
-from PySide6.QtCore import QSettings  # noqa: E402
-from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+import pytest
+import qasync
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QWidget
 
-from llamarunner.config import ConfigStore  # noqa: E402
-from llamarunner.core.service import Service  # noqa: E402
+from llamarunner.config import ConfigStore
+from llamarunner.core.service import Service
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ class QtDriver:
     def __init__(self, loop: qasync.QEventLoop) -> None:
         self.loop = loop
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+    def run(self, coro: Awaitable[T], timeout: float = 60) -> T:
         # Not loop.run_until_complete: after stopping, qasync's version processes Qt events
         # once more with no running asyncio loop, so a background task stepped there (the
         # app's own main coroutine, say) fails with "no running event loop". run_forever

@@ -145,12 +145,13 @@ def test_run_schedules_on_the_qasync_loop_and_reports_busy_and_failures(
         raise OSError("disk full")
 
     async def scenario() -> None:
-        tasks = [bridge.run(ok("a")), bridge.run(ok("b"), "load b")]
-        assert bridge.busy
-        await asyncio.gather(*tasks)
+        first, second = bridge.run(ok("a")), bridge.run(ok("b"), "load b")
+        assert first is not None and second is not None and bridge.busy
+        await asyncio.gather(first, second)
         await asyncio.sleep(0)  # done callbacks run on the next loop pass
         for coro, what in ((missing(), "load nope"), (broken(), "save config")):
             task = bridge.run(coro, what)
+            assert task is not None
             await asyncio.gather(task, return_exceptions=True)
             await asyncio.sleep(0)
 
@@ -163,6 +164,26 @@ def test_run_schedules_on_the_qasync_loop_and_reports_busy_and_failures(
                         "cannot save config: disk full"]
 
 
+def test_run_without_a_description_reports_the_error_alone(qt_driver: QtDriver,
+                                                           bus: EventBus) -> None:
+    # Built outside the loop but given it (the app's bridge keeps the loop it was built
+    # on): a slot triggered while no loop is "running" (here, by the test) still schedules.
+    bridge = ServiceBridge(SimpleNamespace(events=bus), loop=qt_driver.loop,
+                           capture_logs=False)
+    failures: list[str] = []
+    bridge.action_failed.connect(failures.append)
+
+    async def missing() -> None:
+        raise ModelNotFoundError("nope")
+
+    task = bridge.run(missing())
+    assert task is not None and task.get_name() == "gui:" + missing.__qualname__
+    qt_driver.run(asyncio.gather(task, return_exceptions=True))
+    qt_driver.run(asyncio.sleep(0))
+    bridge.close()
+    assert failures == ["model 'nope' not found"]
+
+
 def test_cancel_pending_ends_running_actions(qt_driver: QtDriver, bus: EventBus) -> None:
     bridge = ServiceBridge(SimpleNamespace(events=bus), capture_logs=False)
     failures: list[str] = []
@@ -170,6 +191,7 @@ def test_cancel_pending_ends_running_actions(qt_driver: QtDriver, bus: EventBus)
 
     async def scenario() -> asyncio.Task[Any]:
         task = bridge.run(asyncio.sleep(3600), "wait forever")
+        assert task is not None
         await asyncio.sleep(0.01)
         await bridge.cancel_pending()
         await asyncio.sleep(0)

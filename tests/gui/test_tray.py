@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 import psutil
 import pytest
@@ -22,10 +24,12 @@ from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QSystemTrayIcon
 
 from llamarunner.config import ConfigStore
 from llamarunner.core.service import Service
+from llamarunner.gui import window_manager
 from llamarunner.gui.app import EXIT_CONFIG, EXIT_OK, DesktopApp
 from llamarunner.gui.bridge import ServiceBridge
 from llamarunner.gui.icons import IconState, state_icon
 from llamarunner.gui.tray import TrayIcon, compute_state
+from llamarunner.gui.window_manager import WindowManager
 from llamarunner.integration.single_instance import SingleInstance
 
 if TYPE_CHECKING:
@@ -281,7 +285,7 @@ def test_without_a_tray_the_library_window_is_the_app(
     runner_pid = app.service.manager.runner("tiny").pid  # type: ignore[union-attr]
 
     built[0].close()  # closing the only window quits, cleanly
-    assert qt_driver.run(asyncio.shield(run)) == EXIT_OK
+    assert qt_driver.run(run) == EXIT_OK
     assert app.service.listeners.addresses() == {}
     assert not psutil.pid_exists(runner_pid) or \
         psutil.Process(runner_pid).status() == psutil.STATUS_ZOMBIE
@@ -303,7 +307,7 @@ def test_a_second_launch_shows_the_library_and_can_quit_the_app(
     assert qt_driver.run(asyncio.to_thread(second.notify_running, "show"))
     assert built and built[0].isVisible()
     assert qt_driver.run(asyncio.to_thread(second.notify_running, "quit"))
-    assert qt_driver.run(asyncio.shield(run)) == EXIT_OK
+    assert qt_driver.run(run) == EXIT_OK
     assert not first.acquired and not first.endpoint_path.exists()
 
 
@@ -321,7 +325,7 @@ def test_an_unusable_config_is_shown_then_exits_2(qt_driver: QtDriver, tmp_path:
     screenshot(box, "config-error")
     assert not run.done(), "must wait for the user to read the message"
     box.accept()
-    assert qt_driver.run(asyncio.shield(run)) == EXIT_CONFIG
+    assert qt_driver.run(run) == EXIT_CONFIG
 
 
 def test_a_port_in_use_is_shown_and_the_app_keeps_running(
@@ -349,4 +353,99 @@ def test_a_port_in_use_is_shown_and_the_app_keeps_running(
         assert not run.done(), "a port in use must not end the app"
         assert app.tray is not None and app.tray.state is IconState.ERROR
         app.request_quit()
-        assert qt_driver.run(asyncio.shield(run)) == EXIT_OK
+        assert qt_driver.run(run) == EXIT_OK
+
+
+# ---- the windows the tray opens (WindowManager) ------------------------------------------
+
+
+class StubWindow(QLabel):
+    def __init__(self, *args: Any) -> None:
+        super().__init__("stand-in")
+        self.args = args
+
+
+def test_windows_are_built_once_brought_back_and_remember_their_geometry(
+        qtbot: Any, gui_settings: QSettings) -> None:
+    built: list[StubWindow] = []
+
+    def library() -> QWidget:
+        built.append(StubWindow())
+        return built[-1]
+
+    manager = WindowManager(cast(Any, None), cast(Any, None), settings=gui_settings,
+                            factories={"library": library})
+    closed: list[str] = []
+    manager.window_closed.connect(closed.append)
+    window = manager.show_library()
+    assert window is built[0] and window.isVisible()
+    window.setGeometry(120, 80, 333, 222)
+    window.close()  # closing hides; the window object lives on
+    qtbot.waitUntil(lambda: closed == ["library"], timeout=2000)
+    assert window.isHidden() and manager.window("library") is window
+    assert manager.show_library() is window and window.isVisible() and len(built) == 1
+    manager.close_all()
+
+    again = WindowManager(cast(Any, None), cast(Any, None), settings=gui_settings,
+                          factories={"library": library})
+    restored = again.show_library()
+    assert restored is built[1] and restored.size().toTuple() == (333, 222)
+    again.close_all()
+
+
+def test_a_window_that_refuses_to_close_is_not_reported_closed(
+        qtbot: Any, gui_settings: QSettings) -> None:
+    class Stubborn(QLabel):
+        def closeEvent(self, event: Any) -> None:
+            event.ignore()  # unsaved edits, say
+
+    manager = WindowManager(cast(Any, None), cast(Any, None), settings=gui_settings,
+                            factories={"settings": Stubborn})
+    closed: list[str] = []
+    manager.window_closed.connect(closed.append)
+    window = manager.show_settings()
+    assert window is not None
+    window.close()
+    qtbot.wait(50)
+    assert window.isVisible() and closed == []
+    manager.close_all()
+
+
+@pytest.fixture
+def fake_window_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real import path, stand-in classes: the default factories without the real windows."""
+    module = ModuleType("llamarunner.gui.windows.fake_windows")
+    module.LibraryWindow = StubWindow  # type: ignore[attr-defined]
+    module.MetersWindow = StubWindow  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(window_manager._WINDOWS, "library",
+                        ("fake_windows", "LibraryWindow", "Model library"))
+    monkeypatch.setitem(window_manager._WINDOWS, "meters",
+                        ("fake_windows", "MetersWindow", "Meters"))
+    monkeypatch.setitem(window_manager._WINDOWS, "logs",
+                        ("not_written_yet", "LogsWindow", "Logs"))
+
+
+def test_default_factories_import_lazily_and_explain_what_is_missing(
+        qtbot: Any, gui_settings: QSettings, fake_window_modules: None,
+        screenshot: Screenshot) -> None:
+    service, bridge = cast(Any, object()), cast(Any, object())
+    monitor: list[object | None] = [None]
+    manager = WindowManager(service, bridge, lambda: monitor[0], settings=gui_settings)
+
+    library = manager.show_library()
+    assert isinstance(library, StubWindow) and library.args == (service, bridge)
+
+    assert manager.show_logs() is None  # its module is not there: a message, not a crash
+    assert manager.show_meters() is None  # no monitor to show
+    boxes = {box.text(): box for box in visible_boxes()}
+    missing = ("The Logs window is not part of this build yet "
+               "(llamarunner.gui.windows.not_written_yet is missing).")
+    assert sorted(boxes) == [
+        "Meters are not available: no resource monitor is running.", missing]
+    screenshot(boxes[missing], "window-missing")
+    monitor[0] = sentinel = object()
+    meters = manager.show_meters()
+    assert isinstance(meters, StubWindow) and meters.args == (sentinel,)
+    manager.close_all()
+    assert visible_boxes() == []

@@ -49,6 +49,9 @@ DEFAULT_MAX_QUEUE: Final = 64
 DEFAULT_LOAD_TIMEOUT: Final = 120.0
 # Seconds between the polite stop signal and killing the process group.
 DEFAULT_STOP_GRACE: Final = 5.0
+# Seconds a request may wait for llama-server's first response byte before it fails with
+# 504 (math.inf = never). Generous: a long prompt on a CPU can take 90 s before a token.
+DEFAULT_FIRST_TOKEN_TIMEOUT: Final = 600.0
 
 # Empty means "the app's own models folder", which the Service resolves.
 DEFAULT_MODEL_DIRS: Final[tuple[str, ...]] = ()
@@ -65,3 +68,19 @@ DEFAULT_SOURCE_PATH: Final = ""
 RUNNER_OWNED_ARGS: Final = frozenset({"host", "port", "m", "model"})
 # Flags that turn a llama-server into an embeddings server.
 EMBEDDING_ARGS: Final = ("embedding", "embeddings")
+
+# security: who may talk to the proxies and how much they may send.
+# No API key: loopback listeners need none; any other address refuses to start without one.
+DEFAULT_API_KEY: Final = ""
+# No environment variable holding the API key (an alternative to writing it in the file).
+DEFAULT_API_KEY_ENV: Final = ""
+# Host names accepted besides localhost/127.0.0.1/[::1] (DNS-rebinding defence).
+DEFAULT_ALLOWED_HOSTS: Final[tuple[str, ...]] = ()
+# Extra browser origins allowed by CORS; the built-in localhost/editor list always applies.
+DEFAULT_CORS_ORIGINS: Final[tuple[str, ...]] = ()
+# Largest request body (32 MiB): room for long prompts and inline images.
+DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+# Seconds a request body may take to arrive before the request is answered 408.
+DEFAULT_BODY_TIMEOUT: Final = 60.0
+# The shortest API key accepted: shorter ones can be guessed.
+MIN_API_KEY_LENGTH: Final = 16

@@ -25,6 +25,9 @@ class ConfigChanges:
     model_dirs_changed: bool = False
     # The Ollama / LM Studio stores read in place were switched on/off or moved.
     sources_changed: bool = False
+    # The security section changed. Nothing to restart: the listeners' middlewares read
+    # the Service's current config on every request, so the new rules apply at once.
+    security_changed: bool = False
 
     @property
     def library_changed(self) -> bool:
@@ -74,4 +77,5 @@ def diff_configs(old: Config, new: Config) -> ConfigChanges:
         models_updated=updated,
         model_dirs_changed=old.model_dirs != new.model_dirs,
         sources_changed=dict(old.sources) != dict(new.sources),
+        security_changed=old.security != new.security,
     )

@@ -280,6 +280,39 @@ class SchedulerConfig:
     max_queue: int = defaults.DEFAULT_MAX_QUEUE
     load_timeout: float = defaults.DEFAULT_LOAD_TIMEOUT
     stop_grace: float = defaults.DEFAULT_STOP_GRACE
+    first_token_timeout: float = defaults.DEFAULT_FIRST_TOKEN_TIMEOUT
+
+
+# One origin pattern: scheme://host[:port], where host may hold `*` and port may be `*`.
+ORIGIN_PATTERN = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.*]*\]|[^\s:/\[\]]*)"
+    r"(?::(?P<port>[0-9]{1,5}|\*))?",
+    re.IGNORECASE,
+)
+# What an environment variable name may look like (POSIX shells' rule).
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A host name or IP address as a Host header carries it (no scheme, path or port).
+_HOST_NAME = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Who may call the proxies (key, Host names, browser origins) and how much they send."""
+
+    api_key: str = defaults.DEFAULT_API_KEY
+    api_key_env: str = defaults.DEFAULT_API_KEY_ENV
+    allowed_hosts: tuple[str, ...] = defaults.DEFAULT_ALLOWED_HOSTS
+    cors_origins: tuple[str, ...] = defaults.DEFAULT_CORS_ORIGINS
+    max_body_bytes: int = defaults.DEFAULT_MAX_BODY_BYTES
+    body_timeout: float = defaults.DEFAULT_BODY_TIMEOUT
+
+    def resolved_api_key(self) -> str:
+        """The key clients must send: `api_key`, else the variable `api_key_env` names."""
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "").strip()
+        return ""
 
 
 @dataclass(frozen=True)
@@ -293,6 +326,7 @@ class Config:
     scheduler: SchedulerConfig
     # "ollama" and "lmstudio", always both present.
     sources: Mapping[str, SourceConfig] = field(default_factory=_default_sources)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     # The decoded JSON it came from; only used to carry "_"/"$" comment keys back out.
     # Not compared: two configs that mean the same are equal whatever their comments.
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -332,12 +366,30 @@ class Config:
                 "stop_grace": format_duration(scheduler.stop_grace),
             },
         }
+        # Written only when changed (or already in the file), like sources below, so that
+        # saving an older config does not add a key the user never asked for.
+        raw_scheduler = self.raw.get("scheduler")
+        if (scheduler.first_token_timeout != defaults.DEFAULT_FIRST_TOKEN_TIMEOUT
+                or (isinstance(raw_scheduler, Mapping) and "first_token_timeout" in raw_scheduler)):
+            shaped["scheduler"]["first_token_timeout"] = format_duration(
+                scheduler.first_token_timeout)
         # Written only when set (or already in the file), so that saving a config written
         # before sources existed does not add a section the user never asked for.
         if self.sources != _default_sources() or "sources" in self.raw:
             shaped["sources"] = {
                 name: {"enabled": source.enabled, "path": source.path}
                 for name, source in self.sources.items()
+            }
+        # Same rule as sources: files written before the section existed stay as they are.
+        if self.security != SecurityConfig() or "security" in self.raw:
+            security = self.security
+            shaped["security"] = {
+                "api_key": security.api_key,
+                "api_key_env": security.api_key_env,
+                "allowed_hosts": list(security.allowed_hosts),
+                "cors_origins": list(security.cors_origins),
+                "max_body_bytes": security.max_body_bytes,
+                "body_timeout": format_duration(security.body_timeout),
             }
         return _with_comments(shaped, self.raw)
 
@@ -377,14 +429,18 @@ def _with_comments(shaped: dict[str, Any], raw: object) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Validation
 
-_TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler", "sources")
+_TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler", "sources", "security")
 _PROXY_KEYS = ("enabled", "host", "port")
 _RUNTIME_KEYS = ("path",)
 _MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias")
 # What an entry without a path must give at least one of: otherwise it does nothing.
 _SETTINGS_KEYS = ("runtime", "args", "ttl", "alias")
 _SOURCE_KEYS = ("enabled", "path")
-_SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeout", "stop_grace")
+_SECURITY_KEYS = (
+    "api_key", "api_key_env", "allowed_hosts", "cors_origins", "max_body_bytes", "body_timeout"
+)
+_SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeout", "stop_grace",
+                   "first_token_timeout")
 # Hosts that bind every interface, so they clash with any other host on the same port.
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 _PROXY_DEFAULTS = {
@@ -854,6 +910,87 @@ def _parse_scheduler(checker: _Checker, data: Mapping[str, Any]) -> SchedulerCon
         ),
         # A finite grace: a child that ignores the stop signal must still be killed eventually.
         stop_grace=checker.duration(section, "stop_grace", path, base.stop_grace, finite=True),
+        first_token_timeout=checker.duration(
+            section, "first_token_timeout", path, base.first_token_timeout, positive=True
+        ),
+    )
+
+
+def _parse_text_list(
+    checker: _Checker, section: Mapping[str, Any], key: str, path: KeyPath,
+    pattern: re.Pattern[str], example: str,
+) -> tuple[str, ...]:
+    """A list of strings that each match `pattern` in full; duplicates dropped, order kept."""
+    if key not in section:
+        return ()
+    raw = section[key]
+    if not isinstance(raw, list):
+        checker.problem((*path, key), f"must be a list like {example}, not {_json_kind(raw)}")
+        return ()
+    items: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str) or not pattern.fullmatch(item.strip()):
+            shown = repr(item) if isinstance(item, str) else _json_kind(item)
+            checker.problem((*path, key, index), f"must look like {example}, not {shown}")
+        elif item.strip() not in items:
+            items.append(item.strip())
+    return tuple(items)
+
+
+_ANY_ORIGIN = re.compile(rf"\*|{ORIGIN_PATTERN.pattern}", re.IGNORECASE)
+
+
+def _parse_security(checker: _Checker, data: Mapping[str, Any]) -> SecurityConfig:
+    path: KeyPath = ("security",)
+    base = SecurityConfig()
+    section = checker.mapping(data["security"], path) if "security" in data else None
+    if section is None:
+        return base
+    checker.known_keys(section, path, _SECURITY_KEYS)
+    api_key = base.api_key
+    if "api_key" in section:
+        raw_key = section["api_key"]
+        if not isinstance(raw_key, str):
+            checker.problem((*path, "api_key"), f"must be a string, not {_json_kind(raw_key)}")
+        elif raw_key and len(raw_key.strip()) < defaults.MIN_API_KEY_LENGTH:
+            # Short keys fall to guessing; "" (no key) stays allowed for loopback use.
+            checker.problem((*path, "api_key"),
+                            f"use at least {defaults.MIN_API_KEY_LENGTH} characters "
+                            "(for example the output of `openssl rand -hex 24`)")
+        elif raw_key != raw_key.strip():
+            checker.problem((*path, "api_key"), "remove the spaces around the key")
+        else:
+            api_key = raw_key
+    api_key_env = base.api_key_env
+    if "api_key_env" in section:
+        raw_env = section["api_key_env"]
+        if not isinstance(raw_env, str):
+            checker.problem((*path, "api_key_env"),
+                            f"must be a string, not {_json_kind(raw_env)}")
+        elif raw_env and not _ENV_NAME.fullmatch(raw_env):
+            checker.problem((*path, "api_key_env"),
+                            f"must be an environment variable name like LLAMARUNNER_API_KEY, "
+                            f"not {raw_env!r}")
+        else:
+            api_key_env = raw_env
+    if api_key and api_key_env:
+        # Two sources for one secret would leave users guessing which one is in force.
+        checker.problem((*path, "api_key_env"), "set either api_key or api_key_env, not both")
+    allowed_hosts = _parse_text_list(checker, section, "allowed_hosts", path, _HOST_NAME,
+                                     '["my-pc.local"] (host names, no scheme or port)')
+    cors_origins = _parse_text_list(
+        checker, section, "cors_origins", path, _ANY_ORIGIN,
+        '["https://app.example.com", "http://*.example.com:*", "chrome-extension://*"]',
+    )
+    return SecurityConfig(
+        api_key=api_key,
+        api_key_env=api_key_env,
+        allowed_hosts=tuple(host.lower().rstrip(".") for host in allowed_hosts),
+        cors_origins=cors_origins,
+        max_body_bytes=checker.integer(section, "max_body_bytes", path, base.max_body_bytes,
+                                       1024),
+        body_timeout=checker.duration(section, "body_timeout", path, base.body_timeout,
+                                      positive=True, finite=True),
     )
 
 
@@ -873,6 +1010,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
     model_dirs = _parse_model_dirs(checker, data)
     scheduler = _parse_scheduler(checker, data)
     sources = _parse_sources(checker, data)
+    security = _parse_security(checker, data)
     _raise_problems(checker, text, file)
     return Config(
         proxies=proxies,
@@ -881,6 +1019,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
         model_dirs=model_dirs,
         scheduler=scheduler,
         sources=sources,
+        security=security,
         raw=copy.deepcopy(data),
     )
 

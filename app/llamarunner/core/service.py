@@ -371,7 +371,10 @@ class Service:
         try:
             return resolve_runtime(runtime.path)
         except RuntimeNotFoundError as exc:
-            raise RuntimeMissingError(model.name, model.runtime, str(exc)) from exc
+            # The full text (with the paths searched) is for the local log; the client,
+            # possibly remote, gets the reason without file system paths.
+            log.error("model %s: %s", model.name, exc)
+            raise RuntimeMissingError(model.name, model.runtime, exc.reason) from exc
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from .. import __version__, paths
 from ..config import ConfigError, ConfigStore
 from ..core.service import Service
-from ..core.tasks import BackgroundTasks
 from ..integration.single_instance import SingleInstance
 from ..proxy.servers import ListenerError
 from .bridge import ServiceBridge
@@ -97,8 +96,6 @@ class DesktopApp:
         self._window_factories = window_factories
         self._settings = settings
         self._monitor_provider = monitor_provider or self._default_monitor
-        self._monitor: object | None = None
-        self._tasks = BackgroundTasks("gui")
         self._tray_wait_s = tray_wait_s
         self._handle_signals = handle_signals
         self.bridge: ServiceBridge | None = None
@@ -175,21 +172,8 @@ class DesktopApp:
                 app.lastWindowClosed.connect(self.request_quit)
 
     def _default_monitor(self) -> object | None:
-        """The resource monitor behind the Meters window, started on its first opening.
-
-        Sampling costs a little CPU every second, so an app whose meters are never looked
-        at never samples; once started it runs until quit so the history keeps filling.
-        """
-        if self._monitor is None:
-            try:
-                from ..monitor import Sampler, ServiceMonitor, pids_from_manager
-            except ImportError as exc:  # a build without the monitor package
-                log.warning("resource monitor unavailable: %s", exc)
-                return None
-            monitor = ServiceMonitor(Sampler(pids_from_manager(self.service.manager)))
-            self._tasks.spawn(monitor.run(), "monitor")
-            self._monitor = monitor
-        return self._monitor
+        """The Service's resource monitor (it runs in the core: headless shares it)."""
+        return self.service.monitor
 
     def _on_command(self, command: str) -> None:
         """A command from a second launch (see SingleInstance)."""
@@ -212,7 +196,6 @@ class DesktopApp:
                 # Unsubscribed before the Service stops: its "stopping" events must not
                 # reach windows that are being closed and deleted below.
                 self.bridge.close()
-            await self._tasks.cancel_all()  # the monitor: no samples for closing windows
             if self.windows is not None:
                 self.windows.close_all()
             for box in list(self._boxes):

@@ -56,7 +56,7 @@ class ServiceBridge(QObject):
 
     def __init__(self, service: EventSource, parent: QObject | None = None, *,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 capture_logs: bool = True, log_level: int = logging.INFO) -> None:
+                 capture_logs: bool = True, log_level: int = logging.NOTSET) -> None:
         super().__init__(parent)
         self._service = service
         # The loop actions run on: the one given, else the one running now (the app builds
@@ -94,12 +94,13 @@ class ServiceBridge(QObject):
 
     # ---- actions -------------------------------------------------------------------
 
-    def run(self, coro: Coroutine[Any, Any, Any], what: str = "action"
+    def run(self, coro: Coroutine[Any, Any, Any], what: str | None = None
             ) -> asyncio.Task[Any] | None:
         """Schedule a Service coroutine from a slot; a failure becomes `action_failed`.
 
-        `what` names the action in the failure message ("load tiny"). Returns the task
-        (kept referenced here until it ends), or None when there is no event loop.
+        `what` names the action for the failure message ("load tiny" gives "cannot load
+        tiny: <error>"; without it the message is the error alone). Returns the task (kept
+        referenced here until it ends), or None when there is no event loop.
         """
         loop = self._loop
         with contextlib.suppress(RuntimeError):
@@ -108,9 +109,10 @@ class ServiceBridge(QObject):
             # No qasync loop (a bare pytest-qt test, or after the app's loop ended): close
             # the coroutine so it does not warn "never awaited", and say why nothing ran.
             coro.close()
-            self.action_failed.emit(f"cannot {what}: the app is not running its event loop")
+            self.action_failed.emit(_failure(what, "the app is not running its event loop"))
             return None
-        task = loop.create_task(coro, name=f"gui:{what}")
+        name = what or getattr(coro, "__qualname__", "action")
+        task = loop.create_task(coro, name=f"gui:{name}")
         was_busy = self.busy
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(done, what))
@@ -118,7 +120,7 @@ class ServiceBridge(QObject):
             self.busy_changed.emit(True)
         return task
 
-    def _finished(self, task: asyncio.Task[Any], what: str) -> None:
+    def _finished(self, task: asyncio.Task[Any], what: str | None) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
             exc = task.exception()
@@ -126,9 +128,9 @@ class ServiceBridge(QObject):
                 if isinstance(exc, LlamaRunnerError):
                     message = exc.message  # written for users already
                 else:
-                    log.error("%s failed", what, exc_info=exc)
+                    log.error("%s failed", task.get_name(), exc_info=exc)
                     message = str(exc) or type(exc).__name__
-                self.action_failed.emit(f"cannot {what}: {message}")
+                self.action_failed.emit(_failure(what, message))
         if not self.busy:
             self.busy_changed.emit(False)
 
@@ -147,6 +149,10 @@ class ServiceBridge(QObject):
             logging.getLogger().removeHandler(self._handler)
             self._handler.detach()
             self._handler = None
+
+
+def _failure(what: str | None, message: str) -> str:
+    return f"cannot {what}: {message}" if what else message
 
 
 class _SignalLogHandler(logging.Handler):

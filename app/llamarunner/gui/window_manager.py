@@ -118,7 +118,7 @@ class WindowManager(QObject):
             window.deleteLater()
         self._windows.clear()
         self._names.clear()
-        for box in self._message_boxes:
+        for box in list(self._message_boxes):  # closing one removes it from the list
             box.close()
         self._message_boxes.clear()
 

@@ -8,7 +8,7 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 
-from ..config.schema import ModelConfig
+from ..config.schema import Config, ModelConfig
 from ..runner.manager import RunnerManager
 
 
@@ -20,6 +20,9 @@ class ProxyBackend(Protocol):
 
     @property
     def http(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def config(self) -> Config: ...
 
     def models(self) -> Mapping[str, ModelConfig]: ...
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import math
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from ..config.schema import format_duration
 from ..core.errors import UpstreamError
 from ..runner.manager import Lease
 from .errors import openai_error
@@ -18,7 +21,9 @@ log = logging.getLogger(__name__)
 
 # No total timeout: a 10-minute stream or a 90-second first token are normal for local
 # models (aiohttp's default total of 300 s would cut them). Connecting to a child on
-# loopback is instant, so a short connect timeout catches a wedged runner.
+# loopback is instant, so a short connect timeout catches a wedged runner. A child that
+# is healthy but never answers is caught by the per-request first-byte watchdog
+# (scheduler.first_token_timeout), which stops counting once the first body bytes arrive.
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
 
 _STREAM_HEADERS = {
@@ -40,6 +45,49 @@ def upstream_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, timeout=UPSTREAM_TIMEOUT, auto_decompress=False
     )
+
+
+class FirstTokenTimeoutError(UpstreamError):
+    """llama-server accepted the request but sent nothing within first_token_timeout."""
+
+    status = 504
+    code = "first_token_timeout"
+
+    def __init__(self, model: str, seconds: float) -> None:
+        super().__init__(
+            f"llama-server for model '{model}' produced no output for "
+            f"{format_duration(seconds)}; raise scheduler.first_token_timeout if the model "
+            "needs longer (a long prompt on a CPU can take minutes), or check its log"
+        )
+
+
+def first_byte_deadline(lease: Lease) -> float | None:
+    """The loop time by which llama-server must have sent body bytes; None = never."""
+    timeout = lease.first_token_timeout
+    if math.isinf(timeout):
+        return None
+    return asyncio.get_running_loop().time() + timeout
+
+
+def _timed_out(lease: Lease) -> FirstTokenTimeoutError:
+    log.warning("no output from %s within scheduler.first_token_timeout; closing the request",
+                lease.runner.name)
+    return FirstTokenTimeoutError(lease.runner.name, lease.first_token_timeout)
+
+
+async def first_chunk(
+    upstream: aiohttp.ClientResponse, lease: Lease, deadline: float | None
+) -> bytes:
+    """The first body bytes of a streamed answer, read under the first-byte watchdog.
+
+    Relays call this before sending their own headers, so a timeout (or a child that dies
+    before its first token) is still answered with a proper error status. b"" = empty body.
+    """
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await upstream.content.readany()
+    except TimeoutError:
+        raise _timed_out(lease) from None
 
 
 def upstream_error_message(status: int, body: bytes) -> tuple[str, str | None]:
@@ -70,15 +118,28 @@ _STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSErr
 
 
 async def open_upstream(
-    http: aiohttp.ClientSession, lease: Lease, path: str, body: bytes
+    http: aiohttp.ClientSession, lease: Lease, path: str, body: bytes,
+    deadline: float | None = None,
 ) -> aiohttp.ClientResponse:
+    """POST to the runner and wait for its response headers under the first-byte watchdog.
+
+    `deadline` (from first_byte_deadline) lets a streaming relay share one watchdog window
+    between the headers and the first body bytes; without it a fresh window starts here.
+    """
     url = lease.base_url + path
     headers = {"Content-Type": "application/json"}
+    if deadline is None:
+        deadline = first_byte_deadline(lease)
     try:
-        try:
-            return await http.post(url, data=body, headers=headers)
-        except _STALE_CONNECTION_ERRORS:
-            return await http.post(url, data=body, headers=headers)
+        # Cancelling the POST on timeout closes its connection, which is how llama-server
+        # learns to drop the task (it checks the socket between tokens).
+        async with asyncio.timeout_at(deadline):
+            try:
+                return await http.post(url, data=body, headers=headers)
+            except _STALE_CONNECTION_ERRORS:
+                return await http.post(url, data=body, headers=headers)
+    except TimeoutError:
+        raise _timed_out(lease) from None
     except aiohttp.ClientError as exc:
         raise UpstreamError(
             f"cannot reach llama-server for model '{lease.runner.name}': {exc}"
@@ -93,14 +154,15 @@ async def relay_openai(
     body: bytes,
 ) -> web.StreamResponse:
     """Forward an OpenAI-style POST to the runner and relay its answer unchanged."""
-    upstream = await open_upstream(http, lease, path, body)
+    deadline = first_byte_deadline(lease)
+    upstream = await open_upstream(http, lease, path, body, deadline)
     try:
         if upstream.status != 200:
             data = await upstream.read()
             message, etype = upstream_error_message(upstream.status, data)
             return _error_like_upstream(upstream.status, message, etype)
         if upstream.content_type == "text/event-stream":
-            return await _relay_stream(request, upstream, lease)
+            return await _relay_stream(request, upstream, lease, deadline)
         data = await upstream.read()
         return web.Response(body=data, status=200, content_type="application/json")
     except aiohttp.ClientError as exc:
@@ -118,12 +180,18 @@ def _error_like_upstream(status: int, message: str, etype: str | None) -> web.Re
 
 
 async def _relay_stream(
-    request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease
+    request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease,
+    deadline: float | None,
 ) -> web.StreamResponse:
+    # Raises before our headers go out: a silent or dead child is still a proper error.
+    first = await first_chunk(upstream, lease, deadline)
     response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
     await response.prepare(request)
     tail = b""
     try:
+        if first:
+            await response.write(first)
+            tail = first[-256:]
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
             tail = (tail + chunk)[-256:]

@@ -6,11 +6,13 @@ import errno
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 from aiohttp import web
 
 from ..config.schema import ProxyConfig
 from ..core.events import EventBus, ListenerStateChanged
+from .security import BIND_HOST, app_settings, refusal
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,12 @@ class ListenerSet:
 
     async def _start(self, name: str, cfg: ProxyConfig) -> None:
         app = self._factories[name]()
+        # The Host check and the "key required" rule depend on where the app listens.
+        app[BIND_HOST] = cfg.host
+        refused = refusal(name, API_TITLES.get(name, name), cfg, app_settings(app),
+                          self.config_path)
+        if refused is not None:
+            self._fail(name, cfg, refused)
         # handler_cancellation: when a client disconnects, its handler is cancelled so
         # the upstream request to llama-server is closed and the slot freed at once.
         runner = web.AppRunner(
@@ -92,11 +100,7 @@ class ListenerSet:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            message = self._describe_bind_error(name, cfg, exc)
-            self.last_errors[name] = message
-            self._events.publish(ListenerStateChanged(name, f"{cfg.host}:{cfg.port}",
-                                                      False, message))
-            raise ListenerError(name, message) from exc
+            self._fail(name, cfg, self._describe_bind_error(name, cfg, exc), exc)
         port = cfg.port
         if port == 0:  # an ephemeral port (tests): report the one the OS chose
             server = site._server
@@ -108,6 +112,13 @@ class ListenerSet:
         self.last_errors.pop(name, None)
         log.info("%s listening on %s", API_TITLES.get(name, name), listener.address)
         self._events.publish(ListenerStateChanged(name, listener.address, True))
+
+    def _fail(self, name: str, cfg: ProxyConfig, message: str,
+              cause: BaseException | None = None) -> NoReturn:
+        self.last_errors[name] = message
+        self._events.publish(ListenerStateChanged(name, f"{cfg.host}:{cfg.port}", False,
+                                                  message))
+        raise ListenerError(name, message) from cause
 
     def _describe_bind_error(self, name: str, cfg: ProxyConfig, exc: OSError) -> str:
         where = f"{cfg.host}:{cfg.port}"

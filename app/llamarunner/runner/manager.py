@@ -15,6 +15,7 @@ from types import TracebackType
 
 import aiohttp
 
+from .. import paths
 from ..config.schema import ArgValue, ModelConfig, SchedulerConfig
 from ..core.errors import (
     LlamaRunnerError,
@@ -27,6 +28,7 @@ from ..core.events import EventBus
 from ..core.tasks import BackgroundTasks
 from .model_runner import ModelRunner
 from .policy import Candidate, choose_eviction
+from .registry import ChildRegistry
 from .results import LoadResult, UnloadResult
 from .state import OCCUPYING_STATES, RunnerState
 
@@ -73,6 +75,11 @@ class Lease:
     def base_url(self) -> str:
         return self.runner.base_url
 
+    @property
+    def first_token_timeout(self) -> float:
+        """Seconds to wait for llama-server's first response byte (math.inf = forever)."""
+        return self._manager.scheduler.first_token_timeout
+
     def release(self, keep_alive: float | None = None) -> None:
         """End the request; `keep_alive` (seconds, inf = forever) replaces the model's TTL."""
         if not self._released:
@@ -112,6 +119,7 @@ class RunnerManager:
         resolve_binary: BinaryResolver,
         ttl_for: Callable[[str], float],
         log_dir: Path | None = None,
+        registry: ChildRegistry | None = None,
     ) -> None:
         self._events = events
         self._http = http
@@ -128,6 +136,10 @@ class RunnerManager:
         self._stops = BackgroundTasks("runner-stop")
         self._changed = asyncio.Event()
         self._closing = False
+        self._registry = registry or ChildRegistry(paths.data_dir() / "runners.json")
+        # Before anything new is spawned: children a crashed earlier run left behind
+        # (macOS and Windows have no parent-death signal to take them down with it).
+        self._registry.clean_stale()
 
     # ---- configuration -------------------------------------------------------------
 
@@ -160,6 +172,7 @@ class RunnerManager:
                     http=self._http,
                     log_dir=self._log_dir,
                     on_unexpected_exit=self._on_unexpected_exit,
+                    registry=self._registry,
                 )
                 continue
             command_changed = (

@@ -12,11 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from ..config.schema import ArgValue, ModelConfig, build_argv
 from ..core.errors import RunnerFailedError
 from ..core.events import EventBus, RunnerLogLine, RunnerStateChanged
 from .process import ManagedProcess
+from .registry import ChildRegistry
 from .state import RunnerState, check_transition
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,13 @@ log = logging.getLogger(__name__)
 HEALTH_POLL_INTERVAL = 0.02
 # Flags the runner owns; config validation already rejects them in `args`.
 RUNNER_HOST = "127.0.0.1"
+# llama-server's message when its port is taken (server.cpp: "couldn't bind HTTP server
+# socket"); the OS's own wording shows up too.
+_BIND_FAILURE = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
+
+
+class PortConflictError(Exception):
+    """The chosen port belongs to another program; a new port is worth one more try."""
 
 
 def pick_free_port(host: str = RUNNER_HOST) -> int:
@@ -32,6 +41,28 @@ def pick_free_port(host: str = RUNNER_HOST) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _listens_on(pid: int, port: int) -> bool | None:
+    """Whether `pid` (or a process it forked) listens on `port`; None when we cannot see."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return None
+    for proc in tree:
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            return None
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in conns):
+            return True
+    return False
 
 
 def effective_args(
@@ -73,6 +104,7 @@ class ModelRunner:
         http: aiohttp.ClientSession,
         log_dir: Path | None,
         on_unexpected_exit: Callable[[ModelRunner], None],
+        registry: ChildRegistry | None = None,
     ) -> None:
         self.model = model
         self.state = RunnerState.STOPPED
@@ -93,6 +125,7 @@ class ModelRunner:
         self._http = http
         self._log_dir = log_dir
         self._on_unexpected_exit = on_unexpected_exit
+        self._registry = registry
         self._watch_task: asyncio.Task[None] | None = None
         self.start_task: asyncio.Task[None] | None = None
 
@@ -120,8 +153,22 @@ class ModelRunner:
     async def start(self, binary: Path, load_timeout: float) -> None:
         """Spawn llama-server and return once /health says 200; raise RunnerFailedError.
 
-        The caller has already moved the state to STARTING.
+        The caller has already moved the state to STARTING. A port another program took
+        between picking and binding costs one retry on a fresh port.
         """
+        try:
+            await self._start_once(binary, load_timeout)
+        except PortConflictError as exc:
+            log.warning("runner %s: %s; retrying on another port", self.name, exc)
+            try:
+                await self._start_once(binary, load_timeout)
+            except PortConflictError as again:
+                raise RunnerFailedError(
+                    self.name, f"{again}; close the program using it or retry",
+                    tail=self.tail(),
+                ) from again
+
+    async def _start_once(self, binary: Path, load_timeout: float) -> None:
         self.port = pick_free_port()
         self.active_overrides = dict(self.next_overrides)
         argv = build_command(binary, self.model, self.port, self.active_overrides)
@@ -133,6 +180,7 @@ class ModelRunner:
             argv,
             log_path=log_path,
             on_line=lambda line: self._events.publish(RunnerLogLine(self.name, line)),
+            registry=self._registry,
         )
         log.debug("starting %s: %s", self.name, " ".join(argv))
         try:
@@ -144,6 +192,7 @@ class ModelRunner:
         )
         try:
             await self._wait_healthy(exit_waiter, load_timeout)
+            await self._verify_identity(exit_waiter)
         except BaseException:
             exit_waiter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,9 +213,13 @@ class ModelRunner:
             done, _ = await asyncio.wait({exit_waiter}, timeout=HEALTH_POLL_INTERVAL)
             if done:
                 code = exit_waiter.result()
+                tail = self.process.tail()
+                if any(_BIND_FAILURE.search(line) for line in tail):
+                    await self.process.stop(grace=0)
+                    raise PortConflictError(f"port {self.port} is in use by another program")
                 raise RunnerFailedError(
                     self.name, "llama-server exited while loading", exit_code=code,
-                    tail=self.process.tail(),
+                    tail=tail,
                 )
             status: int | None
             try:
@@ -191,6 +244,36 @@ class ModelRunner:
                     "(scheduler.load_timeout)",
                     tail=self.process.tail(),
                 )
+
+    async def _verify_identity(self, exit_waiter: asyncio.Task[int]) -> None:
+        """Make sure the server that said healthy is our child, not a stranger on the port.
+
+        A program that grabbed the port first answers /health while our child fails to
+        bind; routing requests there would serve another program's model (or worse).
+        """
+        assert self.process is not None and self.process.pid is not None and self.port
+        owner = await asyncio.to_thread(_listens_on, self.process.pid, self.port)
+        if owner is None:
+            # Sockets of our own child are not visible (macOS without root): a foreign
+            # server will not name itself with our --alias.
+            owner = await self._serves_our_alias()
+        if owner and not exit_waiter.done():
+            return
+        await self.process.stop(grace=0)
+        raise PortConflictError(f"port {self.port} is in use by another program")
+
+    async def _serves_our_alias(self) -> bool:
+        args = self.effective_args()
+        alias = args.get("alias", args.get("a", self.model.name))
+        try:
+            async with self._http.get(
+                f"{self.base_url}/v1/models", timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+        entries = data.get("data") if isinstance(data, dict) else None
+        return any(isinstance(e, dict) and e.get("id") == alias for e in entries or [])
 
     async def _watch_exit(self, exit_waiter: asyncio.Task[int]) -> None:
         code = await exit_waiter

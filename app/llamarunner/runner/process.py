@@ -15,6 +15,8 @@ from typing import IO
 
 import psutil
 
+from .registry import ChildRegistry
+
 if sys.platform == "win32":
     from . import _windows as platform_impl
 else:
@@ -42,6 +44,7 @@ class ManagedProcess:
         on_line: Callable[[str], None] | None = None,
         ring_size: int = 500,
         env: dict[str, str] | None = None,
+        registry: ChildRegistry | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -49,6 +52,7 @@ class ManagedProcess:
         self._on_line = on_line
         self._ring: collections.deque[str] = collections.deque(maxlen=ring_size)
         self._env = env
+        self._registry = registry
         self._proc: asyncio.subprocess.Process | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._log_file: IO[str] | None = None
@@ -88,6 +92,8 @@ class ManagedProcess:
         )
         if sys.platform == "win32":
             platform_impl.after_spawn(self._proc.pid)
+        if self._registry is not None:
+            self._registry.record(self._proc.pid)
         self.started_at = time.monotonic()
         self.last_output_at = self.started_at
         self._drain_task = asyncio.get_running_loop().create_task(
@@ -129,6 +135,8 @@ class ManagedProcess:
         """Wait for the child to exit and for its output to be fully drained."""
         assert self._proc is not None
         code = await self._proc.wait()
+        if self._registry is not None:
+            self._registry.forget(self._proc.pid)
         if self._drain_task is not None:
             await asyncio.shield(self._drain_task)
         return code

@@ -394,7 +394,8 @@ def test_table_lists_every_model_with_its_facts(world: World) -> None:
         "NAME", "SOURCE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE", "CAPABILITIES",
     ]
     llava = next(line for line in lines if line.startswith("llava "))
-    assert llava.split() == ["llava", "folder", "llama", "121K", "F32", "256", "492", "KB",
+    # CONTEXT is what llama-server will run with: discovered models get ctx-size 4096.
+    assert llava.split() == ["llava", "folder", "llama", "121K", "F32", "4096", "492", "KB",
                              "completion,tools,vision"]
     assert any(line.startswith("llama3.2:3b ") and "ollama" in line for line in lines)
     assert "junk.gguf: not a GGUF file" in text

@@ -451,9 +451,10 @@ class LibraryWindow(ToolWindow):
             return
         if name is not None and name == self._detail_name:
             self._detail_dirty = False
+        self.refresh()  # shows what is now in force (the panel too: it is not dirty now)
+        if name is not None and name == self._detail_name:
             self.detail_status.setText(done)
         self._set_status(done)
-        self.refresh()
 
     # ---- actions -------------------------------------------------------------------
 

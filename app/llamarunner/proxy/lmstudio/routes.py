@@ -28,7 +28,13 @@ from ...runtime.resolver import RuntimeNotFoundError, find_runtime
 from ..body import read_json_object, required_model
 from ..errors import openai_error
 from ..openai import routes as openai_routes
-from ..relay import open_upstream, sse_error_event, upstream_error_message
+from ..relay import (
+    first_byte_deadline,
+    first_chunk,
+    open_upstream,
+    sse_error_event,
+    upstream_error_message,
+)
 from .backend import LMSTUDIO_BACKEND, LMStudioBackend
 from .stats import requested_max_tokens
 from .views import (
@@ -183,7 +189,8 @@ async def _v0_generation(request: web.Request, path: str) -> web.StreamResponse:
     raw, data = await read_json_object(request)
     name = backend.resolve_model(required_model(data))
     async with await backend.manager.acquire(name) as lease:
-        upstream = await open_upstream(backend.http, lease, path, raw)
+        deadline = first_byte_deadline(lease)
+        upstream = await open_upstream(backend.http, lease, path, raw, deadline)
         try:
             if upstream.status != 200:
                 message, etype = upstream_error_message(upstream.status, await upstream.read())
@@ -191,7 +198,9 @@ async def _v0_generation(request: web.Request, path: str) -> web.StreamResponse:
                                     code=etype)
             context = _completion_context(backend, lease, name, data)
             if upstream.content_type == "text/event-stream":
-                return await _relay_annotated(request, upstream, context, name)
+                # Read before our headers go out, so a silent or dead child is an error status.
+                first = await first_chunk(upstream, lease, deadline)
+                return await _relay_annotated(request, upstream, context, name, first)
             return _annotated_json(await upstream.read(), context)
         except aiohttp.ClientError as exc:
             raise UpstreamError(
@@ -212,13 +221,18 @@ def _annotated_json(body: bytes, context: CompletionContext) -> web.Response:
 
 
 async def _relay_annotated(request: web.Request, upstream: aiohttp.ClientResponse,
-                           context: CompletionContext, name: str) -> web.StreamResponse:
+                           context: CompletionContext, name: str,
+                           first: bytes = b"") -> web.StreamResponse:
     """Relay SSE one upstream read at a time; only the final event is held back a moment."""
     annotator = StreamAnnotator(context.extras)
     response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
     await response.prepare(request)
     broken = f"llama-server for model '{name}' stopped in the middle of the response"
     try:
+        if first:
+            out = annotator.feed(first)
+            if out:
+                await response.write(out)
         async for chunk in upstream.content.iter_any():
             out = annotator.feed(chunk)
             if out:

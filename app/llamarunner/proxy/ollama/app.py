@@ -8,9 +8,13 @@ from ..context import BACKEND
 from ..errors import error_middleware
 from ..openai.app import MAX_BODY_BYTES
 from ..openai.routes import add_openai_routes
+from ..security import install_security, ollama_unauthorized
 from . import generation, models
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .errors import render_ollama_port
+
+# Answered without an API key: the health checks Ollama clients make before anything else.
+OPEN_PATHS = ("/", "/api/version")
 
 
 def create_ollama_app(backend: OllamaBackend) -> web.Application:
@@ -19,6 +23,7 @@ def create_ollama_app(backend: OllamaBackend) -> web.Application:
     )
     app[BACKEND] = backend
     app[OLLAMA_BACKEND] = backend
+    install_security(app, render_ollama_port, ollama_unauthorized, OPEN_PATHS)
     # aiohttp answers HEAD for every GET route (allow_head), as Ollama does for / and
     # /api/version.
     app.router.add_get("/", models.root)

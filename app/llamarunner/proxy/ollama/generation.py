@@ -13,7 +13,7 @@ from aiohttp import web
 from ...core.errors import BadRequestError
 from ...runner.manager import Lease
 from ..body import read_json_object
-from ..relay import open_upstream, upstream_error_message
+from ..relay import first_byte_deadline, first_chunk, open_upstream, upstream_error_message
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .convert import (
     CHAT_PATH,
@@ -135,7 +135,9 @@ async def _relay(
     body: dict[str, Any], kind: Kind, model: str, stream: bool, start_ns: int,
 ) -> web.StreamResponse:
     load_ns = int(lease.load_wait * 1e9)
-    upstream = await open_upstream(backend.http, lease, path, json.dumps(body).encode())
+    deadline = first_byte_deadline(lease)
+    upstream = await open_upstream(backend.http, lease, path, json.dumps(body).encode(),
+                                   deadline)
     try:
         if upstream.status != 200:
             message, _ = upstream_error_message(upstream.status, await upstream.read())
@@ -154,7 +156,9 @@ async def _relay(
         converter_type = ChatStreamConverter if kind == "chat" else GenerateStreamConverter
         converter = converter_type(model=model, load_ns=load_ns, clock=rfc3339_now,
                                    monotonic_ns=time.monotonic_ns, start_ns=start_ns)
-        return await _relay_ndjson(request, upstream, converter, lease.runner.name)
+        # Read before our headers go out, so a silent or dead child is an error status.
+        first = await first_chunk(upstream, lease, deadline)
+        return await _relay_ndjson(request, upstream, converter, lease.runner.name, first)
     except aiohttp.ClientError as exc:
         return ollama_error(f"llama-server for model '{lease.runner.name}' broke off the "
                             f"response: {exc}", 502)
@@ -165,12 +169,20 @@ async def _relay(
 async def _relay_ndjson(
     request: web.Request, upstream: aiohttp.ClientResponse,
     converter: ChatStreamConverter | GenerateStreamConverter, runner_name: str,
+    first: bytes = b"",
 ) -> web.StreamResponse:
-    """Turn llama-server's SSE into Ollama's NDJSON, one write per upstream read."""
+    """Turn llama-server's SSE into Ollama's NDJSON, one write per upstream read.
+
+    `first` is what the caller already read (under the first-byte watchdog).
+    """
     response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
     await response.prepare(request)
     buffer = b""
     try:
+        if first:
+            payloads, buffer = parse_sse_lines(first)
+            if await _write_converted(response, converter, payloads):
+                return response
         async for chunk in upstream.content.iter_any():
             payloads, buffer = parse_sse_lines(buffer + chunk)
             if await _write_converted(response, converter, payloads):

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...config.schema import ConfigError
+from ...config.schema import ConfigValidationError
 from ...core.errors import BadRequestError, ModelNotFoundError
 from ...runner.state import OCCUPYING_STATES
 from ..body import read_json_object
@@ -110,8 +110,10 @@ async def copy(request: web.Request) -> web.Response:
     target = destination[: -len(":latest")] if destination.endswith(":latest") else destination
     try:
         await backend.copy_model(name, target)
-    except ConfigError as exc:
-        return ollama_error(f"invalid destination name: {exc}", 400)
+    except ConfigValidationError as exc:
+        # Problems without the config file's path: the client may be remote.
+        reasons = "; ".join(str(problem) for problem in exc.problems)
+        return ollama_error(f"invalid destination name: {reasons}", 400)
     return web.Response(status=200)
 
 

@@ -7,10 +7,14 @@ from aiohttp import web
 from ..context import BACKEND
 from ..errors import error_middleware, render_openai
 from ..lmstudio import LMSTUDIO_BACKEND, LMStudioBackend, add_lmstudio_routes
+from ..security import install_security, openai_unauthorized
 from .routes import add_openai_routes
 
 # Room for long prompts and inline images; aiohttp's own default (1 MiB) is far too small.
+# The limit in force is security.max_body_bytes, which the security middleware applies.
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# Answered without an API key: the health check LM Studio clients make.
+OPEN_PATHS = ("/",)
 
 
 async def root(request: web.Request) -> web.Response:
@@ -23,6 +27,7 @@ def create_openai_app(backend: LMStudioBackend) -> web.Application:
     )
     app[BACKEND] = backend
     app[LMSTUDIO_BACKEND] = backend
+    install_security(app, render_openai, openai_unauthorized, OPEN_PATHS)
     app.router.add_get("/", root)
     add_openai_routes(app)
     add_lmstudio_routes(app)

@@ -34,6 +34,7 @@ import qasync
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QWidget
 
+import llamarunner.gui  # noqa: F401 - applies the PySide6 6.12 emit() guard (see there)
 from llamarunner.config import ConfigStore
 from llamarunner.core.service import Service
 

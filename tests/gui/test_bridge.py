@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -201,3 +203,33 @@ def test_cancel_pending_ends_running_actions(qt_driver: QtDriver, bus: EventBus)
     bridge.close()
     assert task.cancelled() and not bridge.busy
     assert failures == []  # a cancel at quit is not a failure to tell the user about
+
+
+# Run in a child: without the guard the interpreter aborts, which must fail one test and
+# not take the whole run down with it.
+FLOOD = """
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from types import SimpleNamespace
+from PySide6.QtCore import QCoreApplication
+from llamarunner.core.events import EventBus, RunnerLogLine
+from llamarunner.gui.bridge import ServiceBridge
+app = QCoreApplication([])
+bus = EventBus()
+bridge = ServiceBridge(SimpleNamespace(events=bus), capture_logs=False)
+lines = []
+bridge.runner_log_line.connect(lambda model, line: lines.append(line))
+for i in range(100_000):
+    bus.publish(RunnerLogLine("tiny", f"slot line {i}"))
+assert len(lines) == 100_000
+print("ok", sys.getrefcount(True) > 1_000_000)
+"""
+
+
+def test_a_flood_of_log_lines_does_not_crash_the_interpreter() -> None:
+    # PySide6 6.12.0's emit() drops a reference to True per call; on Python 3.11 that
+    # aborted the app after a few thousand llama-server log lines (llamarunner.gui guards).
+    result = subprocess.run([sys.executable, "-c", FLOOD], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] == "ok"

@@ -198,6 +198,10 @@ class ModelRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await exit_waiter
             raise
+        if self._registry is not None and self.process.pid is not None:
+            # Again now that it is up: a wrapper script that exec()s the real binary has
+            # a new command line by now, and stale-child matching compares command lines.
+            self._registry.record(self.process.pid)
         self.loaded_at = time.time()
         self._watch_task = asyncio.get_running_loop().create_task(
             self._watch_exit(exit_waiter), name=f"watch:{self.name}"

@@ -1,10 +1,11 @@
 """Take the docs' window screenshots from a real Service with a tiny model, offscreen.
 
-Usage: python scripts/screenshots.py [--out docs/images]
+Usage: python scripts/screenshots.py [--out docs/images] [--meters-seconds 62]
 
 Starts the Service on a qasync loop with a generated tiny model (and the demo model when it
-is in the app's models folder), loads the models so runner logs flow, then saves
-library.png, settings.png, logs.png and meters.png. The user's config, caches, window
+is in the app's models folder), loads the models through the library window so runner logs
+flow, sends a few chats (and, for the meters, about a minute of bursts of generation), then
+saves library.png, settings.png, logs.png and meters.png. The user's config, caches, window
 geometry and model stores are never touched: everything lives in a temporary folder.
 """
 
@@ -23,21 +24,17 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import qasync
+from PySide6.QtCore import QSettings, QSize
+from PySide6.QtWidgets import QApplication, QWidget
+
+from llamarunner import paths
+from llamarunner.config import ConfigStore
+from llamarunner.core.service import Service
+from llamarunner.demo import DEMO_FILE_NAME, DEMO_MODEL_NAME
+from llamarunner.runtime.resolver import resolve_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "app"), str(ROOT)]
-
-import qasync  # noqa: E402
-from PySide6.QtCore import QSettings, QSize  # noqa: E402
-from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
-
-from llamarunner import paths  # noqa: E402
-from llamarunner.config import ConfigStore  # noqa: E402
-from llamarunner.core.service import Service  # noqa: E402
-from llamarunner.demo import DEMO_FILE_NAME, DEMO_MODEL_NAME  # noqa: E402
-from llamarunner.runtime.resolver import resolve_runtime  # noqa: E402
-
 TINY = "tiny-chat"
 T = TypeVar("T")
 
@@ -136,6 +133,8 @@ def main() -> int:
     parser.add_argument("--meters-seconds", type=float, default=62.0,
                         help="how long the meters record before their picture (default 62)")
     args = parser.parse_args()
+    # No screen needed, and the same pictures on every machine.
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -151,6 +150,7 @@ def main() -> int:
         for variable, sub in (("LLAMARUNNER_DATA_DIR", "data"), ("LLAMARUNNER_LOG_DIR", "logs"),
                               ("LLAMARUNNER_CACHE_DIR", "cache"), ("OLLAMA_MODELS", "ollama")):
             os.environ[variable] = str(tmp / sub)
+        sys.path.insert(0, str(ROOT))  # the tiny model writer lives with the tests
         from tests.support.tiny_gguf import write_tiny_gguf
 
         (tmp / "models").mkdir()
@@ -199,7 +199,7 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_second
 
         library.select(TINY)
         save(library, QSize(1180, 720), out, "library", pump)
-        save(settings, QSize(860, 560), out, "settings", pump)
+        save(settings, QSize(860, 450), out, "settings", pump)
         logs.show_runner(TINY)
         save(logs, QSize(1180, 640), out, "logs", pump)
         if meters is not None:

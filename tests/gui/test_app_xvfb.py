@@ -90,12 +90,28 @@ class XDisplay:
                               timeout=30).stdout
 
     def start_tray(self) -> None:
-        self.tray = subprocess.Popen(
-            ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
-             "--height", "24", "--transparent", "false"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: '("panel" "trayer")' in self.run("xwininfo", "-root", "-tree"),
-                 10, "trayer's panel")
+        log_path = self.tmp_path / "trayer.log"
+        for attempt in (1, 2):
+            with log_path.open("ab") as log:
+                self.tray = subprocess.Popen(
+                    ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
+                     "--height", "24", "--transparent", "false"],
+                    env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_for(self._tray_ready, 20, "trayer's panel")
+                return
+            except AssertionError:
+                stop_process(self.tray)
+                if attempt == 2:
+                    raise AssertionError(
+                        f"trayer did not come up; its output:\n{log_path.read_text()}"
+                    ) from None
+
+    def _tray_ready(self) -> bool:
+        assert self.tray is not None
+        if self.tray.poll() is not None:
+            raise AssertionError(f"trayer exited with {self.tray.returncode}")
+        return '("panel" "trayer")' in self.run("xwininfo", "-root", "-tree")
 
     def tray_icon(self) -> TrayWindow | None:
         """The app's window docked inside trayer's panel, if any (parsed from the tree)."""
@@ -272,7 +288,8 @@ def test_sigterm_quits_cleanly_and_a_second_launch_wakes_the_first(
     # The first instance opened its library window (or the dialog that stands for it).
     wait_for(lambda: xdisplay.visible_app_windows() - before, 10, "a window of the first app")
     xdisplay.screenshot("xvfb-second-launch")
-    assert xdisplay.tray_icon() == icon  # still one icon, the first app's
+    still = xdisplay.tray_icon()
+    assert still is not None and still.id == icon.id  # one icon, the first app's
     assert runner_children(first) == children
 
     first.proc.send_signal(signal.SIGTERM)

@@ -18,6 +18,7 @@ import pytestqt.plugin
 from PySide6.QtCore import QPoint, QSettings, QSize, QStandardPaths, Qt
 from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
 from pytestqt.qtbot import QtBot
+from tests.support.stores import FakeOllamaStore
 
 from llamarunner.config import ConfigStore
 from llamarunner.core.service import Service
@@ -133,26 +134,37 @@ class Library:
 
 
 @pytest.fixture
-def library(driver: Any, tiny_config: Callable[..., Path], tiny_model: Path,
-            tiny_model_b: Path, tmp_path: Path) -> Iterator[Library]:
+def open_library(driver: Any, tmp_path: Path) -> Iterator[Callable[[Path], Library]]:
+    """Start a Service on a config, with the real bridge and a shown library window."""
+    opened: list[tuple[Service, ServiceBridge, LibraryWindow]] = []
+
+    def start(config: Path) -> Library:
+        service = Service(ConfigStore(config), runner_log_dir=tmp_path / "runners")
+        assert not driver.run(service.start())
+        bridge = ServiceBridge(service, capture_logs=False)
+        window = LibraryWindow(service, bridge)
+        opened.append((service, bridge, window))
+        window.resize(QSize(1100, 700))
+        window.show()
+        return Library(driver, service, window)
+
+    yield start
+    for service, bridge, window in opened:
+        window.hide()
+        driver.run(service.stop())
+        bridge.close()
+
+
+@pytest.fixture
+def library(open_library: Callable[[Path], Library], tiny_config: Callable[..., Path],
+            tiny_model: Path, tiny_model_b: Path, tmp_path: Path) -> Library:
     """`tiny` from the config, `tiny-b` found in a model folder; both real GGUF files."""
     folder = tmp_path / "folder-models"
     folder.mkdir()
     shutil.copy(tiny_model_b, folder / "tiny-b.gguf")
-    config = tiny_config({"tiny": {"path": str(tiny_model), "args": {"ctx-size": 256}}},
-                         model_dirs=[str(folder)], sources=NO_SOURCES)
-    service = Service(ConfigStore(config), runner_log_dir=tmp_path / "runners")
-    assert not driver.run(service.start())
-    bridge = ServiceBridge(service, capture_logs=False)
-    window = LibraryWindow(service, bridge)
-    window.resize(QSize(1100, 700))
-    window.show()
-    try:
-        yield Library(driver, service, window)
-    finally:
-        window.hide()
-        driver.run(service.stop())
-        bridge.close()
+    return open_library(tiny_config(
+        {"tiny": {"path": str(tiny_model), "args": {"ctx-size": 256}}},
+        model_dirs=[str(folder)], sources=NO_SOURCES))
 
 
 def test_lists_every_model_with_its_facts(library: Library) -> None:
@@ -291,6 +303,37 @@ def test_settings_of_a_folder_model_keep_its_file_in_place(library: Library) -> 
     assert Path(path).is_file()
     library.until(lambda: library.cell("tiny-b", COL_SOURCE) == "config", "the new source")
     assert library.names() == ["tiny", "tiny-b"]  # listed once, not twice
+
+
+def test_settings_of_an_ollama_model_stay_with_the_store(
+        open_library: Callable[[Path], Library], tiny_config: Callable[..., Path],
+        tiny_model: Path, tmp_path: Path) -> None:
+    store = FakeOllamaStore(tmp_path / "ollama")
+    store.add_model("tinyllama", "latest", tiny_model)
+    library = open_library(tiny_config(
+        {}, model_dirs=[str(tmp_path / "no-models")],
+        sources={"ollama": {"enabled": True, "path": str(store.root)},
+                 "lmstudio": {"enabled": False}}))
+    window = library.window
+    [name] = library.names()
+    assert library.cell(name, COL_SOURCE) == "ollama"
+    library.select(name)
+    assert "Ollama" in window.source_label.text()
+    keys = [window.args_table.item(r, 0).text() for r in range(window.args_table.rowCount())]
+    assert "jinja" in keys  # a default every discovered model gets
+    window.args_table.selectRow(keys.index("jinja"))
+    QtBot.mouseClick(window.remove_arg_button, Qt.MouseButton.LeftButton)
+    window.ttl_edit.setText("2m")
+    library.click(window.save_button)
+    library.until(lambda: window.detail_status.text() == f"Saved the settings of {name}.",
+                  "the save")
+
+    entry = json.loads(library.service.store.path.read_text())["models"][name]
+    assert "path" not in entry  # the blob stays Ollama's
+    assert entry["ttl"] == "2m" and entry["args"]["jinja"] is False
+    model = library.service.models()[name]
+    assert "jinja" not in model.args and model.ttl == 120
+    assert library.cell(name, COL_SOURCE) == "ollama"
 
 
 def test_add_folder_lists_its_models(library: Library, tmp_path: Path, tiny_model: Path,

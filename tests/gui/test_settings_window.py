@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytestqt.plugin
-from PySide6.QtCore import QSettings, QSize, QStandardPaths, Qt
+from PySide6.QtCore import QPoint, QSettings, QSize, QStandardPaths, Qt
 from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
 from pytestqt.qtbot import QtBot
 
@@ -262,7 +262,8 @@ def test_runtimes_found_check_browse_add_remove(editor: Editor, llama_server_bin
     table = window.runtimes_table
     status = window.runtime_status(0)
     assert status is not None and status.found
-    assert status.text().startswith(f"found: {llama_server_bin}")
+    assert status.text().startswith("found ")
+    assert status.text().endswith(f": {llama_server_bin}")
 
     table.item(0, 1).setText("/nowhere/llama-server")
     assert not status.found and status.text() == "not found: no such file"
@@ -308,6 +309,24 @@ def test_model_folders_add_and_remove(editor: Editor, tmp_path: Path,
     editor.click(window.remove_folder_button)
     editor.click(window.apply_button)
     editor.until(lambda: list(editor.service.config.model_dirs) == before, "the removal")
+
+
+def test_other_apps_stores_can_be_switched_and_pointed(editor: Editor,
+                                                      tmp_path: Path) -> None:
+    window = editor.window
+    editor.open_tab("Model folders")
+    ollama = window.source_fields["ollama"]
+    assert not ollama.enabled.isChecked() and ollama.path.text() == ""
+    QtBot.mouseClick(ollama.enabled, Qt.MouseButton.LeftButton,
+                     pos=QPoint(8, ollama.enabled.height() // 2))
+    assert ollama.enabled.isChecked()
+    store = tmp_path / "ollama-store"
+    (store / "manifests").mkdir(parents=True)
+    QtBot.keyClicks(ollama.path, str(store))
+    editor.click(window.apply_button)
+    editor.until(lambda: editor.service.config.sources["ollama"].enabled, "the apply")
+    assert editor.on_disk()["sources"]["ollama"] == {"enabled": True, "path": str(store)}
+    assert editor.on_disk()["sources"]["lmstudio"]["enabled"] is False
 
 
 def test_outside_edit_refreshes_an_untouched_form(editor: Editor) -> None:

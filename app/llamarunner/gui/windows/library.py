@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, cast
 
-from PySide6.QtCore import QItemSelection, QSize, Qt
+from PySide6.QtCore import QItemSelection, QSize, Qt, QTimer
+from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -55,6 +56,7 @@ from ._common import ERROR_COLOR, BridgeLike, ErrorLabel, FieldErrors, ToolWindo
 
 log = logging.getLogger(__name__)
 
+LIBRARY_POLL_MS: Final = 3000
 _LOADABLE: Final = frozenset({"stopped", "failed"})
 _UNLOADABLE: Final = frozenset({"starting", "ready"})
 Mutation = Callable[[dict[str, Any]], None]
@@ -224,6 +226,12 @@ class LibraryWindow(ToolWindow):
         self.proxy.rowsRemoved.connect(self._update_count)
         bridge.runner_state_changed.connect(self._on_runner_state)
         bridge.config_applied.connect(self._on_config_applied)
+        # The Service rescans model folders and stores in the background but announces no
+        # event for it: while the window is shown, look now and then whether its list of
+        # models changed (a cheap comparison of names, no disk access).
+        self._watch_timer = QTimer(self)
+        self._watch_timer.setInterval(LIBRARY_POLL_MS)
+        self._watch_timer.timeout.connect(self._refresh_if_library_changed)
 
         self.refresh()
 
@@ -403,6 +411,10 @@ class LibraryWindow(ToolWindow):
             with_path = not configured.settings_only
         else:
             with_path = source == "folder" and "/" not in name
+        if not with_path:
+            # Settings for a discovered model add to the defaults it gets (jinja, ctx-size,
+            # its projector...): a row the user deleted is kept off with `false`.
+            args.update({key: False for key in model.args if key not in args})
 
         def mutate(data: dict[str, Any]) -> None:
             models = data.setdefault("models", {})
@@ -447,8 +459,10 @@ class LibraryWindow(ToolWindow):
                 self._set_status(str(exc), error=True)
             return
         except (ConfigError, OSError) as exc:
+            log.error("could not write the config file: %s", exc)
             self._set_status(f"Could not write the config file: {exc}", error=True)
             return
+        log.info("%s", done)
         if name is not None and name == self._detail_name:
             self._detail_dirty = False
         self.refresh()  # shows what is now in force (the panel too: it is not dirty now)
@@ -544,6 +558,19 @@ class LibraryWindow(ToolWindow):
 
     def _on_config_applied(self, _path: str) -> None:
         self.refresh()
+
+    def _refresh_if_library_changed(self) -> None:
+        if set(self._service.library_entries()) != set(self.model.names()):
+            self.refresh()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._refresh_if_library_changed()
+        self._watch_timer.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self._watch_timer.stop()
+        super().hideEvent(event)
 
     def _on_runner_state(self, name: str, state: str, reason: str) -> None:
         if not self.model.set_state(name, state, reason or ""):

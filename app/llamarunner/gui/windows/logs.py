@@ -5,7 +5,6 @@ cannot freeze the UI.
 from __future__ import annotations
 
 import collections
-import logging
 import re
 from pathlib import Path
 from typing import Final
@@ -41,8 +40,6 @@ from ..models.log_model import (
     llama_line_level,
 )
 from ._common import ERROR_COLOR, BridgeLike, ToolWindow, monospace_font
-
-log = logging.getLogger(__name__)
 
 APP_TAB: Final = "App"
 # Lines are collected and shown at most this often: one model update per tick instead of

@@ -63,8 +63,21 @@ from ._common import (
 log = logging.getLogger(__name__)
 
 PROXY_NAMES: Final = ("ollama", "lmstudio")
+SOURCE_TITLES: Final = {"ollama": "Ollama's models", "lmstudio": "LM Studio's models"}
+SOURCE_HINTS: Final = {
+    "ollama": "Ollama's models folder; empty: $OLLAMA_MODELS, else ~/.ollama/models",
+    "lmstudio": "LM Studio's models folder; empty: the one in LM Studio's settings, else "
+                "~/.lmstudio/models",
+}
 _DURATION_HELP: Final = "Seconds (90) or with a unit: 250ms, 90s, 5m, 1h30m."
 _DURATION_KEYS: Final = ("default_ttl", "load_timeout", "stop_grace")
+SCHEDULER_LABELS: Final = {
+    "max_loaded_models": "Models loaded at once:",
+    "default_ttl": "Unload idle models after:",
+    "max_queue": "Requests that may wait:",
+    "load_timeout": "Loading may take up to:",
+    "stop_grace": "Stopping may take up to:",
+}
 (_RT_NAME, _RT_PATH, _RT_BROWSE, _RT_STATUS) = range(4)
 
 
@@ -78,6 +91,15 @@ class ProxyFields:
     listening: QLabel
     host_error: ErrorLabel
     port_error: ErrorLabel
+    error: ErrorLabel
+
+
+@dataclass
+class SourceFields:
+    """One other app's model store: listed or not, and where (empty = found by itself)."""
+
+    enabled: QCheckBox
+    path: QLineEdit
     error: ErrorLabel
 
 
@@ -118,8 +140,11 @@ def runtime_check(spec: str) -> tuple[str, bool]:
         found = find_runtime(spec.strip())
     except RuntimeNotFoundError as exc:
         return f"not found: {exc.reason}", False
-    version = f", {found.version}" if found.version else ""
-    return f"found: {found.path} ({found.source}{version})", True
+    how = {"path": "at that path", "PATH": "on PATH", "env": "via $LLAMARUNNER_LLAMA_SERVER",
+           "bundled": "bundled with the app", "cache": "cached build"}.get(found.source,
+                                                                         found.source)
+    version = f", version {found.version}" if found.version else ""
+    return f"found {how}{version}: {found.path}", True
 
 
 class SettingsWindow(ToolWindow):
@@ -227,6 +252,9 @@ class SettingsWindow(ToolWindow):
         header.setSectionResizeMode(_RT_BROWSE, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(_RT_STATUS, QHeaderView.ResizeMode.Stretch)
         self.runtimes_table.verticalHeader().setVisible(False)
+        # One line per runtime: long paths are elided in the middle, the tooltip has all.
+        self.runtimes_table.setWordWrap(False)
+        self.runtimes_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.runtimes_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.add_runtime_button = QPushButton("Add runtime")
         self.remove_runtime_button = QPushButton("Remove runtime")
@@ -276,7 +304,8 @@ class SettingsWindow(ToolWindow):
                 field = edit
             else:
                 field = self.max_loaded if key == "max_loaded_models" else self.max_queue
-            form.addRow(key.replace("_", " ").capitalize() + ":", with_error(field, error))
+            field.setToolTip(f"{field.toolTip()}\n(scheduler.{key} in the config file)".strip())
+            form.addRow(SCHEDULER_LABELS[key], with_error(field, error))
         self.max_loaded.valueChanged.connect(self._mark_dirty)
         self.max_queue.valueChanged.connect(self._mark_dirty)
         return page
@@ -299,10 +328,25 @@ class SettingsWindow(ToolWindow):
         layout.addWidget(self.folders_list, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.folders_error)
+        layout.addWidget(self._build_sources())
         self.add_folder_button.clicked.connect(self._add_folder)
         self.remove_folder_button.clicked.connect(self._remove_folders)
         self.folders_list.itemChanged.connect(self._mark_dirty)
         return page
+
+    def _build_sources(self) -> QGroupBox:
+        box = QGroupBox("Models of other apps (read in place, never copied or changed)")
+        form = QFormLayout(box)
+        self.source_fields: dict[str, SourceFields] = {}
+        for name, title in SOURCE_TITLES.items():
+            fields = SourceFields(QCheckBox(title), QLineEdit(), ErrorLabel())
+            fields.path.setPlaceholderText("found automatically")
+            fields.path.setToolTip(SOURCE_HINTS[name])
+            form.addRow(fields.enabled, with_error(fields.path, fields.error))
+            fields.enabled.toggled.connect(self._mark_dirty)
+            fields.path.textEdited.connect(self._mark_dirty)
+            self.source_fields[name] = fields
+        return box
 
     def _build_raw(self) -> QWidget:
         page = QWidget()
@@ -350,6 +394,10 @@ class SettingsWindow(ToolWindow):
             self.folders_list.clear()
             for folder in config.model_dirs:
                 self._append_folder(folder)
+            for name, source_fields in self.source_fields.items():
+                source = config.sources[name]
+                source_fields.enabled.setChecked(source.enabled)
+                source_fields.path.setText(source.path)
             self.folders_note.setText(
                 "Folders searched (with their subfolders) for .gguf models. With no folder "
                 f"listed, the app's own folder is used: {paths.models_dir()}")
@@ -414,6 +462,17 @@ class SettingsWindow(ToolWindow):
         folders = [self.folders_list.item(i).text().strip()
                    for i in range(self.folders_list.count())]
         data["model_dirs"] = folders
+        sources = {name: {"enabled": source.enabled.isChecked(),
+                          "path": source.path.text().strip()}
+                   for name, source in self.source_fields.items()}
+        # Like Config.to_dict: the section is written once it means something, so a file
+        # from before sources existed does not grow one it never asked for.
+        if "sources" in data or any(not s["enabled"] or s["path"] for s in sources.values()):
+            section = data.setdefault("sources", {})
+            for name, values in sources.items():
+                entry = section.setdefault(name, {})
+                if isinstance(entry, dict):
+                    entry.update(values)
         return data
 
     def _cell(self, row: int, column: int) -> str:
@@ -448,8 +507,10 @@ class SettingsWindow(ToolWindow):
             self.show_problems(exc.problems)
             return
         except (ConfigError, OSError) as exc:
+            log.error("could not save %s: %s", file, exc)
             self.general_error.show_error(f"Could not save {file}: {exc}")
             return
+        log.info("settings saved to %s", file)
         # What is on disk now matches the form: later file changes may refresh it.
         self._dirty = False
         self._raw_dirty = False
@@ -504,6 +565,8 @@ class SettingsWindow(ToolWindow):
         for key, error in self.scheduler_errors.items():
             routes.register(f"scheduler.{key}", error)
         routes.register("model_dirs", self.folders_error, prefix=True)
+        for name, source in self.source_fields.items():
+            routes.register(f"sources.{name}", source.error, prefix=True)
         return routes
 
     # ---- reacting to edits and to the app --------------------------------------------

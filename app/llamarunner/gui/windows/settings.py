@@ -209,7 +209,8 @@ class SettingsWindow(ToolWindow):
         page = QWidget()
         layout = QVBoxLayout(page)
         note = QLabel("Local API servers that clients connect to. Keep the host 127.0.0.1 "
-                      "unless other machines must reach them: the APIs have no password.")
+                      "unless other machines must reach them; listening on any other "
+                      "address needs an API key (security.api_key in the Raw JSON tab).")
         note.setWordWrap(True)
         layout.addWidget(note)
         self.proxy_fields: dict[str, ProxyFields] = {}

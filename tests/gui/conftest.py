@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 os.environ["QT_QPA_PLATFORM"] = os.environ.get("LLAMARUNNER_TEST_QT_PLATFORM", "offscreen")
 
 import pytest
+import pytestqt.plugin
 import qasync
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QApplication, QWidget
 
 import llamarunner.gui  # noqa: F401 - applies the PySide6 6.12 emit() guard (see there)
@@ -186,3 +187,46 @@ def screenshot() -> Callable[[QWidget, str], Path]:
         return path
 
     return save
+
+
+# Loops stay referenced for the whole session: a qasync loop collected on another thread
+# leaves Qt timers behind ("Timers cannot be stopped from another thread").
+_KEPT_LOOPS: list[object] = []
+
+
+@pytest.fixture
+def driver(qt_driver: QtDriver, monkeypatch: pytest.MonkeyPatch) -> Iterator[QtDriver]:
+    """qt_driver, plus: pytest-qt's own processEvents calls between setup, call and
+    teardown run with this loop as asyncio's running loop. Otherwise a Service task whose
+    timer is due there (the config watcher, say) fails with "no running event loop".
+    """
+    loop = qt_driver.loop
+    _KEPT_LOOPS.append(loop)
+
+    def process_events() -> None:
+        app = QApplication.instance()
+        if app is None:
+            return
+        if loop.is_closed() or asyncio._get_running_loop() is not None:
+            app.processEvents()
+            return
+        asyncio.events._set_running_loop(loop)
+        try:
+            app.processEvents()
+        finally:
+            asyncio.events._set_running_loop(None)
+
+    monkeypatch.setattr(pytestqt.plugin, "_process_events", process_events)
+    yield qt_driver
+
+
+@pytest.fixture(autouse=True)
+def private_settings(tmp_path: Path) -> Iterator[None]:
+    """Window geometry goes to the test's folder, never the user's real settings."""
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
+    yield
+    default = QStandardPaths.writableLocation(
+        QStandardPaths.StandardLocation.GenericConfigLocation)
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, default)

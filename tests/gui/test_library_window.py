@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import asyncio
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -14,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytestqt.plugin
-from PySide6.QtCore import QPoint, QSettings, QSize, QStandardPaths, Qt
-from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
+from PySide6.QtCore import QPoint, QSize, Qt
+from PySide6.QtWidgets import QFileDialog, QWidget
 from pytestqt.qtbot import QtBot
 from tests.support.stores import FakeOllamaStore
 
@@ -45,47 +43,6 @@ NO_SOURCES = {"ollama": {"enabled": False}, "lmstudio": {"enabled": False}}
 # Every qasync loop a test made stays referenced: dropped, it could be collected on a worker
 # thread, and its timer object would then be destroyed off the GUI thread, leaving Qt timers
 # that fire into freed memory ("Timers cannot be stopped from another thread").
-_LOOPS: list[object] = []
-
-
-@pytest.fixture
-def driver(qt_driver: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """qt_driver, plus: pytest-qt's own processEvents calls between setup, call and
-    teardown run with this loop as asyncio's running loop. Otherwise a Service task whose
-    timer is due there (the config watcher, say) fails with "no running event loop".
-    """
-    loop = qt_driver.loop
-    _LOOPS.append(loop)
-
-    def process_events() -> None:
-        app = QApplication.instance()
-        if app is None:
-            return
-        if loop.is_closed() or asyncio._get_running_loop() is not None:
-            app.processEvents()
-            return
-        asyncio.events._set_running_loop(loop)
-        try:
-            app.processEvents()
-        finally:
-            asyncio.events._set_running_loop(None)
-
-    monkeypatch.setattr(pytestqt.plugin, "_process_events", process_events)
-    yield qt_driver
-
-
-@pytest.fixture(autouse=True)
-def private_settings(tmp_path: Path) -> Iterator[None]:
-    """Window geometry goes to the test's folder, never the user's real settings."""
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
-    yield
-    default = QStandardPaths.writableLocation(
-        QStandardPaths.StandardLocation.GenericConfigLocation)
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, default)
-
-
 class Library:
     """A started Service, the real bridge and the window, driven through the qasync loop."""
 

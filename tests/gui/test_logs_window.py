@@ -20,9 +20,7 @@ from PySide6.QtCore import (
     QItemSelectionModel,
     QObject,
     QPoint,
-    QSettings,
     QSize,
-    QStandardPaths,
     Qt,
     QTimer,
     Signal,
@@ -115,18 +113,6 @@ class FakeService:
     def __init__(self) -> None:
         self.events = EventBus()
         self.manager = FakeManager()
-
-
-@pytest.fixture(autouse=True)
-def private_settings(tmp_path: Path) -> Iterator[None]:
-    """Window geometry goes to the test's folder, never the user's real settings."""
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
-    yield
-    default = QStandardPaths.writableLocation(
-        QStandardPaths.StandardLocation.GenericConfigLocation)
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, default)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import asyncio
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -14,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytestqt.plugin
-from PySide6.QtCore import QPoint, QSettings, QSize, QStandardPaths, Qt
-from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
+from PySide6.QtCore import QPoint, QSettings, QSize, Qt
+from PySide6.QtWidgets import QFileDialog, QWidget
 from pytestqt.qtbot import QtBot
 
 from llamarunner import paths
@@ -25,45 +23,8 @@ from llamarunner.core.service import Service
 from llamarunner.gui.bridge import ServiceBridge
 from llamarunner.gui.windows.settings import SettingsWindow, runtime_check
 
+
 # See test_library_window.py: loops stay referenced so none is collected off the GUI thread.
-_LOOPS: list[object] = []
-
-
-@pytest.fixture
-def driver(qt_driver: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """qt_driver whose loop is asyncio's running loop during pytest-qt's processEvents."""
-    loop = qt_driver.loop
-    _LOOPS.append(loop)
-
-    def process_events() -> None:
-        app = QApplication.instance()
-        if app is None:
-            return
-        if loop.is_closed() or asyncio._get_running_loop() is not None:
-            app.processEvents()
-            return
-        asyncio.events._set_running_loop(loop)
-        try:
-            app.processEvents()
-        finally:
-            asyncio.events._set_running_loop(None)
-
-    monkeypatch.setattr(pytestqt.plugin, "_process_events", process_events)
-    yield qt_driver
-
-
-@pytest.fixture(autouse=True)
-def private_settings(tmp_path: Path) -> Iterator[None]:
-    """Window geometry goes to the test's folder, never the user's real settings."""
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
-    yield
-    default = QStandardPaths.writableLocation(
-        QStandardPaths.StandardLocation.GenericConfigLocation)
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, default)
-
-
 class Editor:
     """A started Service, the real bridge and the settings window."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -114,7 +115,7 @@ class _ToolCallBuffer:
         return call
 
 
-class StreamConverter:
+class StreamConverter(abc.ABC):
     """Turns one llama-server stream into Ollama's chunks; see the two subclasses.
 
     Feed every parsed SSE ``data`` object to :meth:`feed_event` (or the raw payload to
@@ -225,14 +226,16 @@ class StreamConverter:
     def _head(self) -> Chunk:
         return {"model": self.model, "created_at": self._clock()}
 
+    @abc.abstractmethod
     def _deltas(self, content: str, thinking: str) -> list[Chunk]:
-        raise NotImplementedError
+        """The chunks for one piece of answer text and/or reasoning."""
 
     def _tool_chunk(self) -> Chunk | None:
         return None
 
+    @abc.abstractmethod
     def _final_body(self) -> Chunk:
-        raise NotImplementedError
+        """What the final chunk carries besides the metrics (an empty message/response)."""
 
     def finish(self) -> Chunk:
         """The last chunk: ``done: true``, ``done_reason`` and the metrics."""

@@ -17,7 +17,8 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor
 
-from ..windows._common import ERROR_COLOR, OK_COLOR, human_size
+from ...library.table import human_size
+from ..windows._common import ERROR_COLOR, OK_COLOR
 
 _ROOT: Final = QModelIndex()
 # Numbers sort as numbers (a 7B model after a 270M one) through this role, not their labels.

@@ -216,18 +216,5 @@ def _describe(problem: Problem) -> str:
     return f"{where}{problem}"
 
 
-def human_size(size: int) -> str:
-    """Bytes in decimal units the way Ollama and file managers show them: "253 MB", "4.7 GB"."""
-    value = float(size)
-    unit = "B"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            break
-        value /= 1000
-    if unit == "B" or value >= 10:
-        return f"{round(value)} {unit}"
-    return f"{value:.1f} {unit}"
-
-
 def monospace_font() -> QFont:
     return QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)

@@ -13,12 +13,29 @@ from .config import ConfigError, ConfigStore, default_config_path
 from .core.logging_setup import configure_logging
 
 
+class _VersionAction(argparse.Action):
+    """Like argparse's "version", but resolves llama-server only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from .buildinfo import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llamarunner",
         description="Run local LLMs with llama.cpp behind Ollama and OpenAI compatible APIs.",
     )
-    parser.add_argument("--version", action="version", version=f"llamarunner {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction,
+        help="show the app version and which llama-server it runs, then exit",
+    )
     parser.add_argument(
         "--headless", action="store_true",
         help="run without any GUI (automatic when there is no display)",

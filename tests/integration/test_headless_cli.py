@@ -45,7 +45,10 @@ def proxies(port: int) -> dict[str, object]:
 def test_version_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "llamarunner", "--version"],
                          capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"llamarunner {__version__}"
+    first, second = out.stdout.strip().splitlines()
+    assert first == f"llamarunner {__version__}"
+    # conftest points LLAMARUNNER_LLAMA_SERVER at the real binary.
+    assert second.startswith("llama-server ") and "(env: " in second
 
 
 def test_serves_then_stops_cleanly_on_sigterm(tmp_path, llama_server_bin, tiny_model) -> None:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # A llama-server line can be long (a dumped chat template); past this it is cut, not fatal.
 _LINE_LIMIT = 1 << 20
+# How much output one read takes from the child's pipe.
+_READ_CHUNK = 1 << 16
 
 
 class ManagedProcess:
@@ -77,9 +79,9 @@ class ManagedProcess:
             if self._log_path.exists():
                 with contextlib.suppress(OSError):
                     os.replace(self._log_path, self._log_path.with_suffix(".prev.log"))
-            # Line-buffered so a crash loses nothing; opening a local file is instant.
+            # Flushed after every chunk of output (see _record_lines); opening is instant.
             self._log_file = open(  # noqa: SIM115, ASYNC230
-                self._log_path, "a", encoding="utf-8", buffering=1
+                self._log_path, "a", encoding="utf-8"
             )
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv,
@@ -103,33 +105,36 @@ class ManagedProcess:
     async def _drain(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         stream = self._proc.stdout
+        splitter = _LineSplitter(_LINE_LIMIT)
         try:
             while True:
-                try:
-                    raw = await stream.readline()
-                except ValueError:
-                    # An over-long line: the stream already dropped it; note that and go on.
-                    self._record("[line too long, dropped]")
-                    continue
-                if not raw:
+                # Whole chunks, not readline(): a burst of lines (a model load prints
+                # hundreds) costs one read, one file write and one flush.
+                chunk = await stream.read(_READ_CHUNK)
+                lines = splitter.feed(chunk) if chunk else splitter.finish()
+                self._record_lines(lines)
+                if not chunk:
                     break
-                self._record(raw.decode("utf-8", "replace").rstrip("\r\n"))
         finally:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
 
-    def _record(self, line: str) -> None:
+    def _record_lines(self, lines: list[str]) -> None:
+        if not lines:
+            return
         self.last_output_at = time.monotonic()
-        self._ring.append(line)
+        self._ring.extend(lines)
         if self._log_file is not None:
             try:
-                self._log_file.write(line + "\n")
+                self._log_file.write("\n".join(lines) + "\n")
+                self._log_file.flush()  # nothing waits in our buffer if the app dies
             except OSError:
                 log.warning("cannot write runner log %s; continuing without it", self._log_path)
                 self._log_file = None
         if self._on_line is not None:
-            self._on_line(line)
+            for line in lines:
+                self._on_line(line)
 
     async def wait(self) -> int:
         """Wait for the child to exit and for its output to be fully drained."""
@@ -194,3 +199,44 @@ def _reap(processes: list[psutil.Process]) -> None:
     # sure they are really gone before we report the runner as stopped.
     if processes:
         psutil.wait_procs(processes, timeout=2)
+
+
+class _LineSplitter:
+    """Cuts a byte stream into decoded lines; a line longer than `limit` is dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._partial = b""
+        self._dropping = False  # inside an over-long line: skip up to its newline
+
+    def feed(self, chunk: bytes) -> list[str]:
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        lines: list[str] = []
+        for raw in complete:
+            if self._dropping:
+                self._dropping = False  # this piece is the over-long line's tail
+                continue
+            if len(raw) > self._limit:
+                lines.append(_TOO_LONG)
+                continue
+            lines.append(_decode(raw))
+        if len(self._partial) > self._limit:
+            if not self._dropping:
+                lines.append(_TOO_LONG)
+            self._dropping = True
+            self._partial = b""
+        return lines
+
+    def finish(self) -> list[str]:
+        """The last line when the stream ended without a newline."""
+        partial, dropping = self._partial, self._dropping
+        self._partial, self._dropping = b"", False
+        return [_decode(partial)] if partial and not dropping else []
+
+
+_TOO_LONG = "[line too long, dropped]"
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").rstrip("\r")

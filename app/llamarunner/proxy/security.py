@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Final
 
 from aiohttp import web
@@ -69,6 +69,7 @@ _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # --- pure checks ---------------------------------------------------------------------
 
 
+@lru_cache(maxsize=64)
 def is_loopback_bind(host: str) -> bool:
     """True for addresses only this machine can reach; "", 0.0.0.0 and :: face the network."""
     name = host.strip().strip("[]").lower()
@@ -132,6 +133,13 @@ def host_allowed(host_header: str | None, bind_host: str, allowed_hosts: Iterabl
     """
     if host_header is None:
         return True  # HTTP/1.0 without Host: browsers always send one, so not a browser
+    return _host_allowed(host_header, bind_host, tuple(allowed_hosts))
+
+
+# Clients send the same few Host headers over and over; the answer is a pure function of
+# these three values, and the bounded cache keeps hostile headers from growing it.
+@lru_cache(maxsize=256)
+def _host_allowed(host_header: str, bind_host: str, allowed_hosts: tuple[str, ...]) -> bool:
     host = _split_host_header(host_header)
     if host is None:
         return False

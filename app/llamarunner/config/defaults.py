@@ -84,3 +84,8 @@ DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT: Final = 60.0
 # The shortest API key accepted: shorter ones can be guessed.
 MIN_API_KEY_LENGTH: Final = 16
+
+# desktop: whether the desktop app starts when the user logs in (the GUI only; headless
+# never reads it).
+# Off: an app that starts itself at every login is something the user opts into.
+DEFAULT_START_AT_LOGIN: Final = False

@@ -28,6 +28,8 @@ class ConfigChanges:
     # The security section changed. Nothing to restart: the listeners' middlewares read
     # the Service's current config on every request, so the new rules apply at once.
     security_changed: bool = False
+    # desktop.start_at_login changed: the desktop app updates the OS login entry.
+    desktop_changed: bool = False
 
     @property
     def library_changed(self) -> bool:
@@ -78,4 +80,5 @@ def diff_configs(old: Config, new: Config) -> ConfigChanges:
         model_dirs_changed=old.model_dirs != new.model_dirs,
         sources_changed=dict(old.sources) != dict(new.sources),
         security_changed=old.security != new.security,
+        desktop_changed=old.desktop != new.desktop,
     )

@@ -316,6 +316,14 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class DesktopConfig:
+    """How the desktop app starts with the user's login; headless ignores it."""
+
+    # The OS entry that starts the installed app at login (see llamarunner.integration).
+    start_at_login: bool = defaults.DEFAULT_START_AT_LOGIN
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated config. Treat the mappings as read-only."""
 
@@ -327,6 +335,7 @@ class Config:
     # "ollama" and "lmstudio", always both present.
     sources: Mapping[str, SourceConfig] = field(default_factory=_default_sources)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    desktop: DesktopConfig = field(default_factory=DesktopConfig)
     # The decoded JSON it came from; only used to carry "_"/"$" comment keys back out.
     # Not compared: two configs that mean the same are equal whatever their comments.
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -391,6 +400,9 @@ class Config:
                 "max_body_bytes": security.max_body_bytes,
                 "body_timeout": format_duration(security.body_timeout),
             }
+        # Same rule again: turning start at login on adds the section, never a plain save.
+        if self.desktop != DesktopConfig() or "desktop" in self.raw:
+            shaped["desktop"] = {"start_at_login": self.desktop.start_at_login}
         return _with_comments(shaped, self.raw)
 
 
@@ -429,8 +441,11 @@ def _with_comments(shaped: dict[str, Any], raw: object) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Validation
 
-_TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler", "sources", "security")
+_TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler", "sources", "security",
+             "desktop")
 _PROXY_KEYS = ("enabled", "host", "port")
+# Only the Ollama proxy reports a version to its clients.
+_OLLAMA_PROXY_KEYS = (*_PROXY_KEYS, "version")
 _RUNTIME_KEYS = ("path",)
 _MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias")
 # What an entry without a path must give at least one of: otherwise it does nothing.
@@ -439,6 +454,7 @@ _SOURCE_KEYS = ("enabled", "path")
 _SECURITY_KEYS = (
     "api_key", "api_key_env", "allowed_hosts", "cors_origins", "max_body_bytes", "body_timeout"
 )
+_DESKTOP_KEYS = ("start_at_login",)
 _SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeout", "stop_grace",
                    "first_token_timeout")
 # Hosts that bind every interface, so they clash with any other host on the same port.
@@ -456,6 +472,34 @@ _PROXY_DEFAULTS = {
         defaults.DEFAULT_LMSTUDIO_PORT,
     ),
 }
+
+
+def known_key_paths() -> tuple[str, ...]:
+    """Every key a config file may hold, as dotted paths in file order ("proxies.ollama.port").
+
+    `<name>` stands for a name the user chooses (`models.<name>.args`); what `args` holds
+    is llama-server's flags, not config keys. Comment keys ("_", "$") are left out.
+    docs/CONFIGURATION.md documents exactly these keys, and a test holds it to that.
+    """
+    sections: dict[str, Mapping[str, Sequence[str]] | Sequence[str]] = {
+        "proxies": {defaults.OLLAMA: _OLLAMA_PROXY_KEYS, defaults.LMSTUDIO: _PROXY_KEYS},
+        "runtimes": {"<name>": _RUNTIME_KEYS},
+        "models": {"<name>": _MODEL_KEYS},
+        "scheduler": _SCHEDULER_KEYS,
+        "sources": dict.fromkeys(defaults.SOURCE_NAMES, _SOURCE_KEYS),
+        "security": _SECURITY_KEYS,
+        "desktop": _DESKTOP_KEYS,
+    }
+    paths: list[str] = []
+    for top in _TOP_KEYS:
+        shape = sections.get(top, ())
+        if isinstance(shape, Mapping):
+            paths += [f"{top}.{entry}.{key}" for entry, keys in shape.items() for key in keys]
+        elif shape:
+            paths += [f"{top}.{key}" for key in shape]
+        else:
+            paths.append(top)  # a key holding a value, not an object of keys (model_dirs)
+    return tuple(paths)
 
 
 def _json_kind(value: object) -> str:
@@ -662,8 +706,7 @@ def _parse_proxies(checker: _Checker, data: Mapping[str, Any]) -> dict[str, Prox
         if entry is None:
             continue
         is_ollama = name == defaults.OLLAMA
-        checker.known_keys(entry, entry_path, (*_PROXY_KEYS, "version") if is_ollama
-                           else _PROXY_KEYS)
+        checker.known_keys(entry, entry_path, _OLLAMA_PROXY_KEYS if is_ollama else _PROXY_KEYS)
         base = result[name]
         version = base.version
         if is_ollama and "version" in entry:
@@ -994,6 +1037,18 @@ def _parse_security(checker: _Checker, data: Mapping[str, Any]) -> SecurityConfi
     )
 
 
+def _parse_desktop(checker: _Checker, data: Mapping[str, Any]) -> DesktopConfig:
+    path: KeyPath = ("desktop",)
+    base = DesktopConfig()
+    section = checker.mapping(data["desktop"], path) if "desktop" in data else None
+    if section is None:
+        return base
+    checker.known_keys(section, path, _DESKTOP_KEYS)
+    return DesktopConfig(
+        start_at_login=checker.boolean(section, "start_at_login", path, base.start_at_login),
+    )
+
+
 def parse_config(data: Any, *, text: str | None = None, file: str = "config.json") -> Config:
     """Validate a decoded config.json; `text` (the file's text) adds line numbers to problems.
 
@@ -1011,6 +1066,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
     scheduler = _parse_scheduler(checker, data)
     sources = _parse_sources(checker, data)
     security = _parse_security(checker, data)
+    desktop = _parse_desktop(checker, data)
     _raise_problems(checker, text, file)
     return Config(
         proxies=proxies,
@@ -1020,6 +1076,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
         scheduler=scheduler,
         sources=sources,
         security=security,
+        desktop=desktop,
         raw=copy.deepcopy(data),
     )
 

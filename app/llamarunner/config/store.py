@@ -204,8 +204,14 @@ class ConfigStore:
             if raw is None:
                 config = Config.default()
                 raw = dump_config_text(config.to_dict()).encode()
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(self._path, raw)
+                try:
+                    self._path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(self._path, raw)
+                except OSError as exc:
+                    # A read-only home or service folder: the defaults still work, and
+                    # a later save reports the same problem where the user can act on it.
+                    log.warning("cannot create the config file %s (%s); running with the "
+                                "default settings", file, exc.strerror or exc)
                 self._remember(raw, config)
                 return config
             try:

@@ -7,6 +7,8 @@ import logging.handlers
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# The app's log file inside the log folder (paths.log_dir()).
+LOG_FILE_NAME = "llamarunner.log"
 
 
 def configure_logging(level: str, log_dir: Path | None) -> Path | None:
@@ -20,7 +22,7 @@ def configure_logging(level: str, log_dir: Path | None) -> Path | None:
     root.addHandler(stderr)
     if log_dir is None:
         return None
-    log_file = log_dir / "llamarunner.log"
+    log_file = log_dir / LOG_FILE_NAME
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         file_handler = logging.handlers.RotatingFileHandler(

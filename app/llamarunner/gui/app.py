@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from .. import __version__, paths
 from ..config import ConfigError, ConfigStore
 from ..core.service import Service
+from ..integration.autostart import Autostart, AutostartResult
 from ..integration.single_instance import SingleInstance
 from ..proxy.servers import ListenerError
 from .bridge import ServiceBridge
@@ -82,7 +83,7 @@ class DesktopApp:
 
     Everything runs as one coroutine on the qasync loop, so shutdown can await the
     Service's stop (every runner reaped) before the loop ends. Collaborators are injectable
-    for tests: a ready Service, window factories, QSettings, the tray wait.
+    for tests: a ready Service, window factories, QSettings, the tray wait, start at login.
     """
 
     def __init__(self, store: ConfigStore, *, service: Service | None = None,
@@ -90,8 +91,10 @@ class DesktopApp:
                  window_factories: Mapping[str, WindowFactory] | None = None,
                  settings: QSettings | None = None,
                  monitor_provider: MonitorProvider | None = None,
-                 tray_wait_s: float = TRAY_WAIT_SECONDS, handle_signals: bool = True) -> None:
+                 tray_wait_s: float = TRAY_WAIT_SECONDS, handle_signals: bool = True,
+                 autostart: Autostart | None = None) -> None:
         self.service = service or Service(store, runner_log_dir=paths.runner_log_dir())
+        self.autostart = autostart if autostart is not None else Autostart()
         self._instance = instance
         self._window_factories = window_factories
         self._settings = settings
@@ -134,6 +137,7 @@ class DesktopApp:
                 )
                 return EXIT_CONFIG
             self._build_ui()
+            self.reconcile_autostart()
             if errors:
                 self._warn_listeners(errors)
             if self._instance is not None:
@@ -155,8 +159,9 @@ class DesktopApp:
         self.windows = WindowManager(self.service, self.bridge, self._monitor_provider,
                                      factories=self._window_factories,
                                      settings=self._settings)
-        self.tray = TrayIcon(self.service, self.bridge, self.windows)
+        self.tray = TrayIcon(self.service, self.bridge, self.windows, autostart=self.autostart)
         self.tray.quit_requested.connect(self.request_quit)
+        self.bridge.config_applied.connect(lambda _path: self.reconcile_autostart())
         self.tray.show_when_available(self._no_tray, self._tray_wait_s)
 
     def _no_tray(self) -> None:
@@ -170,6 +175,16 @@ class DesktopApp:
             app = QApplication.instance()
             if isinstance(app, QApplication):
                 app.lastWindowClosed.connect(self.request_quit)
+
+    def reconcile_autostart(self) -> None:
+        """Make the login entry match desktop.start_at_login (at start, after each reload).
+
+        Only the desktop app does this: headless runs (servers, containers) never touch
+        the user's login items. A development run leaves the entry alone (see Autostart).
+        """
+        outcome = self.autostart.reconcile(self.service.config.desktop.start_at_login)
+        if outcome.result is AutostartResult.FAILED and self.tray is not None:
+            self.tray.notify(APP_TITLE, f"start at login: {outcome.message}", error=True)
 
     def _default_monitor(self) -> object | None:
         """The Service's resource monitor (it runs in the core: headless shares it)."""
@@ -189,6 +204,7 @@ class DesktopApp:
         try:
             if self.tray is not None:
                 self.tray.hide()
+                self.tray.close_about()
             if self._instance is not None:
                 await self._instance.close()
             if self.bridge is not None:

@@ -8,14 +8,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
+from PySide6.QtWidgets import QMenu, QMessageBox, QSystemTrayIcon, QWidget
 
+from .. import paths
+from ..buildinfo import version_text
+from ..config import Config
+from ..core.logging_setup import LOG_FILE_NAME
 from ..core.service import Service
+from ..integration.autostart import Autostart, change_start_at_login, set_start_at_login
 from ..proxy.servers import API_TITLES
 from .bridge import ServiceBridge
-from .icons import IconState, state_icon
+from .icons import IconState, app_icon, state_icon
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,9 @@ class TrayIcon(QSystemTrayIcon):
     """The app's face in the system tray.
 
     The menu is rebuilt every time it opens (aboutToShow), from the Service as it is then,
-    so it never shows stale models or states; left click opens the model library.
+    so it never shows stale models or states; left click opens the model library. "Start
+    at login" is checked from what is really registered (`autostart`, injectable for
+    tests), not from the config key.
     """
 
     quit_requested = Signal()
@@ -72,17 +79,21 @@ class TrayIcon(QSystemTrayIcon):
     notified = Signal(str, str)  # title, message
 
     def __init__(self, service: Service, bridge: ServiceBridge, windows: WindowOpener,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, *, autostart: Autostart | None = None) -> None:
         super().__init__(parent)
         self._service = service
         self._bridge = bridge
         self._windows = windows
+        self._autostart = autostart if autostart is not None else Autostart()
+        self._about_box: QMessageBox | None = None
         self._state = IconState.IDLE
         # The latest failure (model, message) not yet followed by a successful load.
         self._failure: tuple[str, str] | None = None
         self._previous: dict[str, str] = {}
 
         self._menu = QMenu()
+        # Shows why "Start at login" is greyed out in a development run.
+        self._menu.setToolTipsVisible(True)
         self._models_menu = QMenu("Models")
         self._library_action = QAction("Model library…", self)
         self._library_action.triggered.connect(lambda: windows.show_library())
@@ -94,7 +105,9 @@ class TrayIcon(QSystemTrayIcon):
         self._meters_action.triggered.connect(lambda: windows.show_meters())
         self._autostart_action = QAction("Start at login", self)
         self._autostart_action.setCheckable(True)
-        self._autostart_action.setVisible(False)
+        self._autostart_action.toggled.connect(self.set_autostart)
+        self._about_action = QAction(f"About {APP_TITLE}", self)
+        self._about_action.triggered.connect(self.show_about)
         self._quit_action = QAction("Quit", self)
         self._quit_action.triggered.connect(self.quit_requested.emit)
         self._menu.aboutToShow.connect(self.build_menu)
@@ -124,14 +137,12 @@ class TrayIcon(QSystemTrayIcon):
 
     @property
     def autostart_action(self) -> QAction:
-        """The "Start at login" toggle: created now but invisible.
-
-        Autostart (per-OS classes behind one facade in llamarunner.integration) arrives
-        in a later issue, which makes this action visible, sets its check state from the
-        facade and connects `toggled`. Until then it is hidden rather than absent so the
-        menu layout, and tests that look for it, do not change when it lands.
-        """
+        """The "Start at login" toggle (see `set_autostart`)."""
         return self._autostart_action
+
+    @property
+    def about_action(self) -> QAction:
+        return self._about_action
 
     def refresh(self) -> None:
         """Recompute the icon and the tooltip from the Service."""
@@ -185,10 +196,12 @@ class TrayIcon(QSystemTrayIcon):
         self._build_models_menu()
         menu.addMenu(self._models_menu)
         menu.addSeparator()
+        self.sync_autostart_action()
         for action in (self._library_action, self._settings_action, self._logs_action,
                        self._meters_action, self._autostart_action):
             menu.addAction(action)
         menu.addSeparator()
+        menu.addAction(self._about_action)
         menu.addAction(self._quit_action)
 
     def _build_models_menu(self) -> None:
@@ -219,6 +232,84 @@ class TrayIcon(QSystemTrayIcon):
             self._bridge.run(self._service.manager.unload(name), f"unload {name}")
         else:
             self._bridge.run(self._service.manager.load(name), f"load {name}")
+
+    # ---- start at login and About --------------------------------------------------
+
+    def sync_autostart_action(self) -> None:
+        """Check "Start at login" from the entry on disk (or in the registry) as it is now.
+
+        In a development run there is no installed app to register: the action stays
+        visible but disabled, and its tooltip says why.
+        """
+        action = self._autostart_action
+        status = self._autostart.status()
+        # Setting the check mark must not count as the user toggling it.
+        blocked = action.blockSignals(True)
+        try:
+            action.setChecked(status.active)
+        finally:
+            action.blockSignals(blocked)
+        if self._autostart.installed:
+            action.setEnabled(True)
+            action.setToolTip(status.describe())
+        else:
+            action.setEnabled(False)
+            action.setToolTip(f"Not available: {self._autostart.not_installed_reason}")
+
+    def set_autostart(self, enabled: bool) -> None:
+        """Turn start at login on or off: the OS entry and desktop.start_at_login together.
+
+        A refusal or failure is notified like any failed action, and the check mark goes
+        back to what is really registered.
+        """
+        saved: list[Config] = []
+
+        def save(value: bool) -> None:
+            data = self._service.config.to_dict()
+            set_start_at_login(data, value)
+            saved.append(self._service.store.save(data))
+
+        outcome = change_start_at_login(self._autostart, enabled, save)
+        self.sync_autostart_action()
+        if not outcome.ok:
+            self._on_action_failed(
+                f"cannot turn start at login {'on' if enabled else 'off'}: {outcome.message}")
+            return
+        if saved:
+            # What the Settings window does after a save: the running app takes the new
+            # config (and the desktop app's reconcile finds the entry already right).
+            self._bridge.run(self._service.apply_config(saved[-1]), "apply the settings")
+
+    def about_text(self) -> str:
+        return (f"{APP_TITLE}\n\n{version_text()}\n\n"
+                f"Config file: {self._service.store.path}\n"
+                f"Log file: {paths.log_dir() / LOG_FILE_NAME}")
+
+    def show_about(self) -> QMessageBox:
+        """The About box: app version, the llama-server in use, config and log files.
+
+        Built like QMessageBox.about() but shown with open(), not exec(): a nested modal
+        loop would stall the asyncio side (the API listeners) for as long as it is up.
+        """
+        box = self._about_box
+        if box is None:
+            box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_TITLE}", "")
+            box.setTextFormat(Qt.TextFormat.PlainText)  # paths are not markup
+            box.setIconPixmap(app_icon().pixmap(64, 64))
+            box.setWindowIcon(app_icon())
+            box.setStandardButtons(QMessageBox.StandardButton.Ok)
+            self._about_box = box
+        box.setText(self.about_text())
+        box.open()
+        box.raise_()
+        box.activateWindow()
+        return box
+
+    def close_about(self) -> None:
+        if self._about_box is not None:
+            self._about_box.close()
+            self._about_box.deleteLater()
+            self._about_box = None
 
     # ---- reactions -------------------------------------------------------------------
 

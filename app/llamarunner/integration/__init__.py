@@ -1,1 +1,1 @@
-"""Desktop integration without Qt: single instance now, autostart per OS later."""
+"""Desktop integration without Qt: single instance, and start at login per OS."""

@@ -61,6 +61,15 @@ class ListenerSet:
         listener = self._listeners.get(name)
         return listener.port if listener else None
 
+    @property
+    def apis(self) -> tuple[str, ...]:
+        """Every API this set can serve, whether it listens now or not."""
+        return tuple(self._factories)
+
+    def build_app(self, name: str) -> web.Application:
+        """A new, unstarted application for one API, built as its listener builds it."""
+        return self._factories[name]()
+
     async def reconcile(self, proxies: Mapping[str, ProxyConfig]) -> list[ListenerError]:
         """Stop listeners that are gone or moved first (freeing their ports), then start."""
         wanted = {
@@ -81,7 +90,7 @@ class ListenerSet:
         return errors
 
     async def _start(self, name: str, cfg: ProxyConfig) -> None:
-        app = self._factories[name]()
+        app = self.build_app(name)
         # The Host check and the "key required" rule depend on where the app listens.
         app[BIND_HOST] = cfg.host
         refused = refusal(name, API_TITLES.get(name, name), cfg, app_settings(app),

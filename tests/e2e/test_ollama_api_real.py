@@ -104,6 +104,13 @@ async def test_chat_streams_ndjson(running) -> None:
         "model": "tiny", "messages": [{"role": "user", "content": "hi"}],
         "options": {"num_predict": 6}})
     assert status == 200 and ctype.startswith("application/x-ndjson")
+    async with aiohttp.ClientSession() as http, http.post(
+        running.base_url + "/api/generate",
+        json={"model": "tiny", "prompt": "hi", "options": {"num_predict": 2}},
+    ) as resp:
+        # Reverse proxies (nginx) buffer a response whole unless told not to.
+        assert resp.headers.get("X-Accel-Buffering") == "no"
+        await resp.read()
     lines = [json.loads(line) for line in body.splitlines()]
     assert len(lines) > 2
     assert all(not line["done"] for line in lines[:-1])

@@ -27,6 +27,10 @@ the fake has no use for. Fault switches (all optional):
 ``--fault-echo``                   generate the prompt text itself as one token, so tests
                                    can match answers to requests
 
+Like llama-server, the fake demands a key on every route but ``/health`` when one is given
+through the ``LLAMA_API_KEY`` environment variable or ``--api-key`` (comma-separated; both
+add up): ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``, else 401.
+
 Deliberate simplifications: token counts are word counts, generated text is
 ``chunk_texts(n)``, embeddings are a hash of the input; ``--pooling none`` gives the real
 400, any other (or no) ``--pooling`` works.
@@ -115,6 +119,7 @@ class Options:
     record_argv: str | None = None
     log_disconnects: str | None = None
     echo: bool = False
+    api_keys: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -172,9 +177,18 @@ def _looks_like_value(token: str) -> bool:
     return True
 
 
-def parse_args(argv: list[str]) -> Options:
-    """Parse leniently: known options are typed, anything else is skipped."""
+def _csv_keys(value: str) -> list[str]:
+    return [key for key in (part.strip() for part in value.split(",")) if key]
+
+
+def parse_args(argv: list[str], env: dict[str, str] | None = None) -> Options:
+    """Parse leniently: known options are typed, anything else is skipped.
+
+    As in llama-server, the environment applies first and the command line adds to it.
+    """
     opts = Options()
+    env_keys = (os.environ if env is None else env).get("LLAMA_API_KEY", "")
+    opts.api_keys.extend(_csv_keys(env_keys))
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -195,6 +209,11 @@ def parse_args(argv: list[str]) -> Options:
         elif token in _FLAG_OPTS:
             setattr(opts, _FLAG_OPTS[token], True)
             i += 1
+        elif token == "--api-key":
+            if inline is None and i + 1 >= len(argv):
+                _die_usage(f"expected value for argument {token}")
+            opts.api_keys.extend(_csv_keys(inline if inline is not None else argv[i + 1]))
+            i += 1 if inline is not None else 2
         elif token == "--fault-exit-on-start":
             value = inline if inline is not None else (argv[i + 1] if has_next else None)
             try:
@@ -272,6 +291,10 @@ def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
 # Loading and 404 bodies list their keys in a different order than format_error_response().
 _LOADING_BODY = {"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}}
 _NOT_FOUND_BODY = {"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}}
+_UNAUTHORIZED_BODY = {"error": {"message": "Invalid API Key", "type": "authentication_error",
+                                "code": 401}}
+# Routes llama-server answers without the key (server-http.cpp, get_public_endpoints).
+_PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
 
 
 def _embedding(text: str) -> list[float]:
@@ -438,6 +461,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_json(503, _LOADING_BODY)
         elif not self.server.ready.is_set():
             self._send_json(503, _LOADING_BODY)  # every endpoint waits for the model
+        elif not self._authorized():
+            self._refuse()
         elif path in ("/v1/models", "/models"):
             self._send_json(200, self._models())
         elif path == "/props":
@@ -458,10 +483,15 @@ class Handler(BaseHTTPRequestHandler):
             "/embedding": self._embeddings,
         }
         handler = routes.get(path)
-        if handler is None:
+        authorized = self._authorized()
+        if handler is None or not authorized:
             self._read_body()
-            self._send_json(404 if self.server.ready.is_set() else 503,
-                            _NOT_FOUND_BODY if self.server.ready.is_set() else _LOADING_BODY)
+            if not self.server.ready.is_set():
+                self._send_json(503, _LOADING_BODY)
+            elif not authorized:
+                self._refuse()  # checked before routing: unknown paths get 401 too
+            else:
+                self._send_json(404, _NOT_FOUND_BODY)
             return
         body = self._read_json()
         if body is None:
@@ -477,6 +507,18 @@ class Handler(BaseHTTPRequestHandler):
             handler(body)
         except (BrokenPipeError, ConnectionResetError):
             self._note_disconnect(path)
+
+    def _authorized(self) -> bool:
+        keys = self.server.opts.api_keys
+        if not keys or self.path.split("?", 1)[0] in _PUBLIC_PATHS:
+            return True
+        given = self.headers.get("Authorization") or self.headers.get("X-Api-Key") or ""
+        given = given.removeprefix("Bearer ")
+        return any(secrets.compare_digest(given.encode(), key.encode()) for key in keys)
+
+    def _refuse(self) -> None:
+        self.server.log("W", "srv    operator(): unauthorized: Invalid API Key")
+        self._send_json(401, _UNAUTHORIZED_BODY)
 
     def _note_disconnect(self, path: str) -> None:
         target = self.server.opts.log_disconnects
@@ -807,8 +849,9 @@ def main(argv: list[str] | None = None) -> int:
     log("I", "srv  llama_server: initializing ...")
     log("I", "cmn  common_param: common_params_print_info: verbosity = 3 "
              "(adjust with the `-lv N` CLI arg)")
-    log("W", "srv  llama_server: security: no API key is set and CORS allows all origins "
-             "(see https://github.com/ggml-org/llama.cpp/pull/25655)")
+    if not opts.api_keys:
+        log("W", "srv  llama_server: security: no API key is set and CORS allows all origins "
+                 "(see https://github.com/ggml-org/llama.cpp/pull/25655)")
     log("I", f"srv    load_model: loading model '{opts.model}'")
     if opts.exit_on_start is not None:
         _load_failure(log, opts.model)

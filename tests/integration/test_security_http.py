@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -383,3 +385,51 @@ async def test_rejected_copy_does_not_echo_the_config_path(serve, http, write_co
     assert status == 400
     assert_no_paths([("copy", body)], tmp_path)
 
+
+
+def network_address() -> str | None:
+    """This machine's address on its default route, as other machines reach it; None when
+    it has only loopback. Connecting a UDP socket sends nothing, it only picks the route."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("192.0.2.1", 9))  # TEST-NET-1: never answered, never needed
+        address = str(sock.getsockname()[0])
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    return None
+
+
+async def test_a_start_failure_reaches_other_machines_without_paths(
+    write_config, start_service, fake_bin, tiny_model, secret_dir
+) -> None:
+    address = network_address()
+    if address is None:
+        pytest.skip("this machine has no address besides loopback")
+    model = secret_dir / "models" / "broken.gguf"
+    model.parent.mkdir()
+    shutil.copy(tiny_model, model)
+    network = {"enabled": True, "host": "0.0.0.0", "port": 0}
+    config = write_config({"broken": {"path": str(model), "args": {"fault-exit-on-start": 1}}},
+                          runtime=fake_bin, security={"api_key": KEY},
+                          proxies={"ollama": network, "lmstudio": dict(network)})
+    service = (await start_service(config)).service
+    ports = {name: service.listeners.bound_port(name) for name in ("ollama", "lmstudio")}
+    probes = [("ollama", "/api/chat", chat("broken")),
+              ("ollama", "/api/generate", {"model": "broken", "prompt": "hi"}),
+              ("ollama", "/v1/chat/completions", chat("broken")),
+              ("lmstudio", "/v1/chat/completions", chat("broken")),
+              ("lmstudio", "/api/v0/chat/completions", chat("broken")),
+              ("lmstudio", "/api/v1/models/load", {"model": "broken"})]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(trust_env=False) as http:
+        for port, path, body in probes:
+            status, remote, _ = await call(http, "POST", f"http://{address}:{ports[port]}{path}",
+                                           json=body, headers=auth)
+            assert status >= 500, (path, remote)
+            text = json.dumps(remote)
+            assert_no_paths([(path, remote)], secret_dir)
+            # The output lines are still there, with the file's name in place of its path.
+            assert "broken.gguf" in text and "failed to load model" in text, text
+            # From this machine itself the same failure names the file in full.
+            _, local, _ = await call(http, "POST", f"http://127.0.0.1:{ports[port]}{path}",
+                                     json=body, headers=auth)
+            assert str(model) in json.dumps(local), local

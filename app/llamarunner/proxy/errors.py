@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.errors import LlamaRunnerError, QueueFullError
+from .redact import redact_error_response
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +74,29 @@ def render_openai(
 
 
 def error_middleware(render: ErrorRenderer) -> Any:
-    """Turn every failure into the API's own error shape; never leak a traceback."""
+    """Turn every failure into the API's own error shape; never leak a traceback.
+
+    Every error answer of a route passes here, raised or returned, so this is also where
+    file system paths are taken out of error texts for callers on other machines.
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response: web.StreamResponse
         try:
-            return await handler(request)
+            response = await handler(request)
         except LlamaRunnerError as exc:
-            return render(request, exc.status, exc.message, exc)
+            response = render(request, exc.status, exc.message, exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return render(request, exc.status, exc.reason or "error", None)
+            response = render(request, exc.status, exc.reason or "error", None)
         except (ConnectionResetError, BrokenPipeError):
             raise  # the client is gone; nobody is left to read an error body
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return render(request, 500, "internal server error", None)
+            response = render(request, 500, "internal server error", None)
+        redact_error_response(request, response)
+        return response
 
     return middleware

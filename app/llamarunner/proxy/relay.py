@@ -127,7 +127,7 @@ async def open_upstream(
     between the headers and the first body bytes; without it a fresh window starts here.
     """
     url = lease.base_url + path
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **lease.headers}
     if deadline is None:
         deadline = first_byte_deadline(lease)
     try:

@@ -76,6 +76,11 @@ class Lease:
         return self.runner.base_url
 
     @property
+    def headers(self) -> dict[str, str]:
+        """Headers every request to the runner needs (its llama-server's key)."""
+        return self.runner.auth_headers
+
+    @property
     def first_token_timeout(self) -> float:
         """Seconds to wait for llama-server's first response byte (math.inf = forever)."""
         return self._manager.scheduler.first_token_timeout

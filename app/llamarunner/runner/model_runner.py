@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +32,9 @@ RUNNER_HOST = "127.0.0.1"
 # llama-server's message when its port is taken (server.cpp: "couldn't bind HTTP server
 # socket"); the OS's own wording shows up too.
 _BIND_FAILURE = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
+# llama-server's environment variable for --api-key (common/arg.cpp). The environment, not
+# argv: every local user can read a process's command line, but not its environment.
+API_KEY_ENV = "LLAMA_API_KEY"
 
 
 class PortConflictError(Exception):
@@ -110,6 +115,10 @@ class ModelRunner:
         self.state = RunnerState.STOPPED
         self.port: int | None = None
         self.process: ManagedProcess | None = None
+        # The key the running llama-server demands on every route but /health: without it
+        # any local user, or a web page that guesses the port, could use the model while
+        # bypassing the listeners' Host, Origin and API-key checks. New for every start.
+        self._secret = ""
         self.inflight = 0
         self.last_used = 0.0
         self.draining = False
@@ -136,6 +145,11 @@ class ModelRunner:
     @property
     def base_url(self) -> str:
         return f"http://{RUNNER_HOST}:{self.port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What every request to this runner's llama-server must carry."""
+        return {"Authorization": f"Bearer {self._secret}"}
 
     @property
     def pid(self) -> int | None:
@@ -170,6 +184,7 @@ class ModelRunner:
 
     async def _start_once(self, binary: Path, load_timeout: float) -> None:
         self.port = pick_free_port()
+        self._secret = secrets.token_urlsafe(32)
         self.active_overrides = dict(self.next_overrides)
         argv = build_command(binary, self.model, self.port, self.active_overrides)
         log_path = (
@@ -180,6 +195,7 @@ class ModelRunner:
             argv,
             log_path=log_path,
             on_line=lambda line: self._events.publish(RunnerLogLine(self.name, line)),
+            env={**os.environ, API_KEY_ENV: self._secret},
             registry=self._registry,
         )
         log.debug("starting %s: %s", self.name, " ".join(argv))
@@ -227,7 +243,8 @@ class ModelRunner:
                 )
             status: int | None
             try:
-                async with self._http.get(url, timeout=timeout) as resp:
+                async with self._http.get(url, timeout=timeout,
+                                          headers=self.auth_headers) as resp:
                     status = resp.status
                     await resp.read()
             except (aiohttp.ClientError, TimeoutError):
@@ -271,7 +288,8 @@ class ModelRunner:
         alias = args.get("alias", args.get("a", self.model.name))
         try:
             async with self._http.get(
-                f"{self.base_url}/v1/models", timeout=aiohttp.ClientTimeout(total=5)
+                f"{self.base_url}/v1/models", timeout=aiohttp.ClientTimeout(total=5),
+                headers=self.auth_headers,
             ) as resp:
                 data = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError):

@@ -39,6 +39,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The key of the server that records the 401 answer, passed as the app passes it.
+RECORDING_KEY = "recording-key-0123456789"
+
+
 def request(
     port: int, method: str, path: str, body: dict[str, Any] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -72,7 +76,8 @@ class Recorder:
 
 
 class Server:
-    def __init__(self, binary: str, model: Path, extra: list[str], log: Path) -> None:
+    def __init__(self, binary: str, model: Path, extra: list[str], log: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.argv = [binary, "-m", str(model), "--host", HOST, "--port", str(self.port),
                      "-c", "256", "-t", "1", "--alias", MODEL_ALIAS, *extra]
@@ -80,7 +85,8 @@ class Server:
         self._log_file = log.open("wb")
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **(env or {})})
 
     def wait_health(self, rec: Recorder | None) -> float:
         """Poll /health as fast as possible; record the first 503 and the 200."""
@@ -172,6 +178,13 @@ def main(binary: str) -> None:
             srv.wait_health(None)
             rec.call("embeddings.json", srv.port, "POST", "/v1/embeddings",
                      {"model": MODEL_ALIAS, "input": ["hello world", "the cat"]})
+            srv.stop()
+
+            srv = Server(binary, model, [], Path(tmp) / "key.log",
+                         env={"LLAMA_API_KEY": RECORDING_KEY})
+            servers.append(srv)
+            srv.wait_health(None)
+            rec.call("error_unauthorized.json", srv.port, "GET", "/v1/models")
             srv.stop()
 
             missing = Path(tmp) / "missing.gguf"

@@ -53,12 +53,13 @@ class Fake:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Response:
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 10,
+                headers: dict[str, str] | None = None) -> Response:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
-            conn.request(method, path, body=data,
-                         headers={"Content-Type": "application/json"} if data else {})
+            sent = {"Content-Type": "application/json"} if data else {}
+            conn.request(method, path, body=data, headers={**sent, **(headers or {})})
             resp = conn.getresponse()
             return Response(resp.status, dict(resp.getheaders()), resp.read())
         finally:
@@ -95,7 +96,7 @@ def start_fake(tmp_path: Path) -> Iterator[StartFake]:
     runtime = fake_runtime(tmp_path / "runtime")
     started: list[Fake] = []
 
-    def start(*args: str, wait_ready: bool = True) -> Fake:
+    def start(*args: str, wait_ready: bool = True, env: dict[str, str] | None = None) -> Fake:
         port = free_port()
         log_path = tmp_path / f"fake-{len(started)}.log"
         with log_path.open("wb") as log:
@@ -103,6 +104,7 @@ def start_fake(tmp_path: Path) -> Iterator[StartFake]:
                 [str(runtime), "-m", str(tmp_path / "model.gguf"), "--host", HOST,
                  "--port", str(port), *args],
                 stdout=log, stderr=log, start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         fake = Fake(proc, port, log_path)
         started.append(fake)
@@ -214,6 +216,21 @@ def test_parse_args_types_known_options_and_skips_the_rest(
 ) -> None:
     opts = parse_args(argv)
     assert {key: getattr(opts, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "keys"),
+    [
+        ({}, [], []),
+        ({"LLAMA_API_KEY": "a,b"}, [], ["a", "b"]),
+        ({}, ["--api-key", "c"], ["c"]),
+        ({"LLAMA_API_KEY": "a"}, ["--api-key=c", "--jinja"], ["a", "c"]),  # they add up
+    ],
+)
+def test_api_keys_come_from_the_environment_and_the_command_line(
+    env: dict[str, str], argv: list[str], keys: list[str]
+) -> None:
+    assert parse_args(argv, env=env).api_keys == keys
 
 
 def test_a_bad_value_for_a_known_option_exits_1(start_fake: StartFake) -> None:
@@ -370,6 +387,27 @@ def test_unknown_paths_answer_the_recorded_404(start_fake: StartFake) -> None:
     fake = start_fake()
     resp = fake.request("GET", "/no/such/path")
     assert (resp.status, resp.body) == (404, recorded("not_found.txt"))
+
+
+def test_a_key_in_the_environment_guards_every_route_but_health(start_fake: StartFake) -> None:
+    key = "fake-key-0123456789"
+    fake = start_fake(env={"LLAMA_API_KEY": key})
+    assert fake.request("GET", "/health").status == 200
+    for method, path in (("GET", "/v1/models"), ("GET", "/props"), ("GET", "/no/such/path"),
+                         ("POST", "/v1/chat/completions"), ("POST", "/completion"),
+                         ("POST", "/no/such/path")):
+        body = {**CHAT, "prompt": "hi"} if method == "POST" else None
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Api-Key": "wrong"}):
+            resp = fake.request(method, path, body, headers=headers)
+            assert (resp.status, resp.body) == (401, recorded("error_unauthorized.json")), \
+                (method, path, headers)
+            assert resp.headers["Connection"] == "close"
+    for headers in ({"Authorization": f"Bearer {key}"}, {"X-Api-Key": key}):
+        assert fake.request("GET", "/v1/models", headers=headers).status == 200
+        assert fake.request("POST", "/v1/chat/completions", CHAT, headers=headers).status == 200
+    log = fake.log()
+    assert "unauthorized: Invalid API Key" in log
+    assert "no API key is set" not in log and key not in log
 
 
 def test_embeddings_need_the_flag_like_the_real_server(start_fake: StartFake) -> None:

@@ -113,7 +113,7 @@ async def _generation(request: web.Request, kind: Kind) -> web.StreamResponse:
 
 async def _media_marker(backend: OllamaBackend, lease: Lease) -> str:
     try:
-        async with backend.http.get(lease.base_url + "/props") as resp:
+        async with backend.http.get(lease.base_url + "/props", headers=lease.headers) as resp:
             props = await resp.json(content_type=None)
     except (aiohttp.ClientError, ValueError):
         return DEFAULT_MEDIA_MARKER
@@ -175,7 +175,9 @@ async def _relay_ndjson(
 
     `first` is what the caller already read (under the first-byte watchdog).
     """
-    response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+    # X-Accel-Buffering: without it nginx holds the whole stream back until it ends.
+    response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON,
+                                                       "X-Accel-Buffering": "no"})
     await response.prepare(request)
     buffer = b""
     try:

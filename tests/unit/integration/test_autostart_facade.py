@@ -137,6 +137,21 @@ def test_reconcile_in_a_development_run_touches_nothing_and_says_so_once(
     assert len(said) == 1 and said[0].levelno == logging.INFO
 
 
+def test_reconcile_off_leaves_another_copys_entry_alone(
+        xdg: XdgAutostart, exe: Path, tmp_path: Path) -> None:
+    Autostart(xdg, target=exe).enable()
+    before = xdg.path.read_bytes()
+    other = tmp_path / "dist" / "llamarunner"  # a test build of the same app
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\n")
+    outcome = Autostart(xdg, target=other).reconcile(False)
+    assert outcome.result is AutostartResult.ALREADY_DISABLED
+    assert "another copy" in outcome.message
+    assert xdg.path.read_bytes() == before
+    # Asked for explicitly (CLI, tray), disabling still removes it.
+    assert Autostart(xdg, target=other).disable().result is AutostartResult.DISABLED
+
+
 def test_enable_that_reads_back_wrong_fails(xdg: XdgAutostart, tmp_path: Path) -> None:
     # An executable that does not exist cannot start at login: the read-back says so.
     outcome = Autostart(xdg, target=tmp_path / "missing").enable()

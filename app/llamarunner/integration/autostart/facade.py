@@ -149,6 +149,15 @@ class Autostart:
                 self._said_not_installed = True
                 log.info("start at login: leaving the login entry alone: %s", self.app.reason)
             return AutostartOutcome(AutostartResult.NOT_INSTALLED, self.app.reason)
+        if not wanted:
+            current = self.status()
+            if current.exists and current.target is not None \
+                    and not current.points_to(self.target):
+                # Another copy's entry (the installed app, seen from a test build or a
+                # second install): the config of this copy does not speak for it.
+                return AutostartOutcome(
+                    AutostartResult.ALREADY_DISABLED,
+                    f"leaving the login entry of another copy alone ({current.describe()})")
         outcome = self.set_enabled(wanted)
         if outcome.result is AutostartResult.FAILED:
             log.warning("start at login: %s", outcome.message)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from PySide6.QtCore import QSettings
+import shiboken6
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QWidget
 
 from llamarunner import __version__, paths
@@ -199,6 +200,12 @@ def test_the_app_reconciles_at_start_and_after_a_reload(
     qt_driver.until(lambda: entry.path.exists(), timeout=15, message="the entry back")
     app.request_quit()
     assert qt_driver.run(run) == EXIT_OK
+    # It quit while still waiting 60 s for a tray: that poll must not outlive the app
+    # (firing later, it would open the fallback window of an app that is gone).
+    tray = app.tray
+    assert tray is not None
+    if shiboken6.isValid(tray):
+        assert not [t for t in tray.findChildren(QTimer) if t.isActive()]
 
 
 def test_a_development_run_leaves_the_entry_alone(

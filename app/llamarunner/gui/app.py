@@ -203,6 +203,7 @@ class DesktopApp:
         """Stop every runner before returning: no llama-server may outlive the app."""
         try:
             if self.tray is not None:
+                self.tray.stop_waiting()
                 self.tray.hide()
                 self.tray.close_about()
             if self._instance is not None:

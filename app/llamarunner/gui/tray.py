@@ -86,6 +86,7 @@ class TrayIcon(QSystemTrayIcon):
         self._windows = windows
         self._autostart = autostart if autostart is not None else Autostart()
         self._about_box: QMessageBox | None = None
+        self._tray_poll: QTimer | None = None
         self._state = IconState.IDLE
         # The latest failure (model, message) not yet followed by a successful load.
         self._failure: tuple[str, str] | None = None
@@ -364,21 +365,32 @@ class TrayIcon(QSystemTrayIcon):
         deadline = time.monotonic() + wait_s
         timer = QTimer(self)
         timer.setInterval(_TRAY_POLL_MS)
+        self._tray_poll = timer
 
         def check() -> None:
             if QSystemTrayIcon.isSystemTrayAvailable():
-                timer.stop()
-                timer.deleteLater()
+                self.stop_waiting()
                 self._appear()
             elif time.monotonic() >= deadline:
-                timer.stop()
-                timer.deleteLater()
+                self.stop_waiting()
                 log.warning("no system tray available; showing the model library window "
                             "instead (the app quits when it is closed)")
                 on_unavailable()
 
         timer.timeout.connect(check)
         timer.start()
+
+    def stop_waiting(self) -> None:
+        """Stop polling for a tray (the app is quitting, or one appeared).
+
+        Explicit rather than left to deleteLater: a deferred delete posted while the app
+        shuts down may never be processed, and a poll firing after that would call back
+        into windows that are already gone.
+        """
+        timer, self._tray_poll = self._tray_poll, None
+        if timer is not None:
+            timer.stop()
+            timer.deleteLater()
 
     def _appear(self) -> None:
         self.show()

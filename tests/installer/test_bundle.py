@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,47 @@ def test_icons_travel_with_the_bundle(bundle_dir: Path) -> None:
     icons = internal(bundle_dir) / "resources" / "icons"
     assert (icons / "app-64.png").is_file()
     assert (icons / "state-serving.png").is_file()
+
+
+def test_bundle_carries_third_party_license_notices(bundle_dir: Path,
+                                                    build_bundle: ModuleType) -> None:
+    licenses = bundle_dir / "licenses"
+    text = (licenses / "THIRD-PARTY-NOTICES.txt").read_text(encoding="utf-8")
+    assert text.startswith("LlamaRunner Pro ")
+    assert "is distributed under the MIT license" in text
+
+    def entry(name: str) -> str:
+        match = re.search(rf"^{re.escape(name)} .*?(?=\n\n)", text, re.MULTILINE | re.DOTALL)
+        assert match, f"no entry for {name}"
+        return match.group(0)
+
+    assert "License: PSF-2.0" in entry("Python")
+    assert "License: MIT" in entry("llama.cpp")
+    assert "llama.cpp/LICENSE" in entry("llama.cpp")
+    assert (licenses / "llama.cpp" / "LICENSE").read_text().startswith("MIT License")
+    assert "Apache-2.0" in entry("aiohttp")
+    pyside = entry("PySide6_Essentials")
+    assert "LGPL-3.0-only" in pyside and "PySide6_Essentials/LGPL-3.0.txt" in pyside
+    assert "GNU LESSER GENERAL PUBLIC LICENSE" in (
+        licenses / "PySide6_Essentials" / "LGPL-3.0.txt").read_text()
+    # The notice the LGPL asks for: Qt stays in separate, replaceable shared libraries.
+    assert "separate shared libraries" in text and "replace them" in text
+    assert "bootloader" in entry("pyinstaller")
+    for name in ("qasync", "platformdirs", "psutil", "shiboken6", "yarl", "multidict"):
+        entry(name)
+    # Every Python distribution whose metadata PyInstaller copied in is listed too.
+    for info in internal(bundle_dir).glob("*.dist-info"):
+        entry(info.name.split("-")[0])
+    # Every file the notices name is there.
+    listed = [path for block in re.findall(r"^    Files:   (\S+(?:\n {13}\S+)*)$", text,
+                                           re.MULTILINE) for path in block.split()]
+    assert len(listed) > 20
+    missing = [path for path in listed if not (licenses / path).is_file()]
+    assert not missing, missing
+    if sys.platform == "darwin":
+        app = bundle_dir.parent / build_bundle.MAC_APP_NAME
+        assert (app / "Contents" / "Resources" / "licenses" / "THIRD-PARTY-NOTICES.txt"
+                ).is_file()
 
 
 @pytest.mark.skipif(not LINUX or shutil.which("objdump") is None

@@ -121,10 +121,28 @@ def test_deb_lays_out_opt_command_menu_entry_and_icons(packages: Packages) -> No
         assert f"/usr/share/icons/hicolor/{size}x{size}/apps/llamarunner.png" in entries
     outside = [path for path in entries if not path.startswith(
         ("/opt/llamarunner", "/usr/bin/llamarunner", "/usr/share/applications/",
-         "/usr/share/icons/hicolor/"))
+         "/usr/share/icons/hicolor/", "/usr/share/doc/llamarunner/"))
         and path.rstrip("/") not in ("", "/opt", "/usr", "/usr/bin", "/usr/share",
-                                     "/usr/share/icons")]
+                                     "/usr/share/icons", "/usr/share/doc")]
     assert not outside, outside
+
+
+def test_deb_carries_copyright_and_third_party_notices(packages: Packages,
+                                                       tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "-x", str(packages.deb), str(tmp_path)], check=True)
+    doc = tmp_path / "usr/share/doc/llamarunner"
+    notices = (doc / "THIRD-PARTY-NOTICES.txt").read_text(encoding="utf-8")
+    assert notices == (tmp_path / "opt/llamarunner/licenses/THIRD-PARTY-NOTICES.txt"
+                       ).read_text(encoding="utf-8")
+    for name in ("PySide6_Essentials", "aiohttp", "Python", "llama.cpp"):
+        assert f"\n{name} " in notices
+    copyright_text = (doc / "copyright").read_text(encoding="utf-8")
+    assert "/usr/share/doc/llamarunner/THIRD-PARTY-NOTICES.txt" in copyright_text
+    assert "/opt/llamarunner/licenses/" in copyright_text
+    # Whole, for systems that keep only the copyright files of /usr/share/doc.
+    assert copyright_text.endswith(notices.rstrip() + "\n")
+    assert not (doc / "copyright").is_symlink()
+    assert (tmp_path / "opt/llamarunner/licenses/PySide6_Essentials/LGPL-3.0.txt").is_file()
 
 
 def test_deb_maintainer_scripts_refresh_caches_and_honour_dpkg_root(

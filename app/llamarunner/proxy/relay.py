@@ -115,6 +115,9 @@ def sse_error_event(message: str, code: str = "upstream_error") -> bytes:
 # (its HTTP library drops connections after streamed responses and idle periods without
 # always saying so). The request never reached it, so sending it again is safe.
 _STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+# One retry per pooled connection that may have died at once (a burst of streams on
+# several connections), then a last try whose failure is reported.
+_STALE_RETRIES = 4
 
 
 async def open_upstream(
@@ -134,10 +137,12 @@ async def open_upstream(
         # Cancelling the POST on timeout closes its connection, which is how llama-server
         # learns to drop the task (it checks the socket between tokens).
         async with asyncio.timeout_at(deadline):
-            try:
-                return await http.post(url, data=body, headers=headers)
-            except _STALE_CONNECTION_ERRORS:
-                return await http.post(url, data=body, headers=headers)
+            for _ in range(_STALE_RETRIES):
+                try:
+                    return await http.post(url, data=body, headers=headers)
+                except _STALE_CONNECTION_ERRORS:
+                    continue  # the pool may hold several dead connections: next one
+            return await http.post(url, data=body, headers=headers)
     except TimeoutError:
         raise _timed_out(lease) from None
     except aiohttp.ClientError as exc:

@@ -10,7 +10,6 @@ LLAMARUNNER_CACHE_DIR to temporary folders.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import select
 import shutil
@@ -21,21 +20,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLER = ROOT / "installer"
 
 SelfTest = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def load_script(path: Path, name: str) -> ModuleType:
-    """Import one of the installer/ scripts by path (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 _BUILD_BUNDLE = load_script(INSTALLER / "build_bundle.py", "llamarunner_build_bundle")

@@ -9,7 +9,6 @@ end to end on a fake app bundle with stand-ins for Apple's tools on PATH.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import plistlib
@@ -23,11 +22,11 @@ import textwrap
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.scripts import load_script
 
 from llamarunner import cli
 
@@ -46,16 +45,7 @@ IDENTITY = "Developer ID Application: Example Ltd (TEAMID1234)"
 posix_only = pytest.mark.skipif(os.name == "nt", reason="runs bash scripts")
 
 
-def load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build_installer = load_module(WINDOWS / "build_installer.py", "llamarunner_build_installer")
+build_installer = load_script(WINDOWS / "build_installer.py", "llamarunner_build_installer")
 
 
 def project_version() -> str:
@@ -196,7 +186,7 @@ def test_workflow_flags_exist_in_the_scripts(workflow: dict[str, Any]) -> None:
         path = ROOT / "installer" / script
         if not path.is_file():
             continue
-        module = load_module(path, f"llamarunner_{path.stem}_for_test")
+        module = load_script(path, f"llamarunner_{path.stem}_for_test")
         for text, _ in run_texts(workflow):
             for line in text.splitlines():
                 if f"installer/{script}" in line:

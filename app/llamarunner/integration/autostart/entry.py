@@ -124,3 +124,27 @@ class LoginEntry(Protocol):
     def remove(self) -> bool:
         """Delete the entry; False when there was none. Raises OSError on failure."""
         ...
+
+
+class FileLoginEntry:
+    """Shared by the entries that are one file in a per-user folder (XDG, LaunchAgents).
+
+    `folder` fixes that folder (tests); by default `default_folder()` finds it from the
+    environment each time, as the desktop or launchd itself does at login.
+    """
+
+    file_name = ""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self._folder = folder
+
+    def default_folder(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def path(self) -> Path:
+        return (self._folder or self.default_folder()) / self.file_name
+
+    @property
+    def location(self) -> str:
+        return str(self.path)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config.store import atomic_write
-from .entry import FoundEntry
+from .entry import FileLoginEntry, FoundEntry
 
 LAUNCH_AGENT_LABEL = "org.llamarunner.pro"
 LAUNCH_AGENT_FILE_NAME = f"{LAUNCH_AGENT_LABEL}.plist"
@@ -40,23 +40,17 @@ def launch_agent_plist(target: Path) -> dict[str, Any]:
     }
 
 
-class LaunchAgent:
+class LaunchAgent(FileLoginEntry):
     """`~/Library/LaunchAgents/org.llamarunner.pro.plist` (launchd.plist(5)).
 
     macOS 13 and later also keep an on/off switch per login item in System Settings that
     no file shows; a job switched off there reads as registered here.
     """
 
-    def __init__(self, folder: Path | None = None) -> None:
-        self._folder = folder
+    file_name = LAUNCH_AGENT_FILE_NAME
 
-    @property
-    def path(self) -> Path:
-        return (self._folder or launch_agents_dir()) / LAUNCH_AGENT_FILE_NAME
-
-    @property
-    def location(self) -> str:
-        return str(self.path)
+    def default_folder(self) -> Path:
+        return launch_agents_dir()
 
     def read(self) -> FoundEntry:
         path = self.path

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ...config.store import atomic_write
-from .entry import APP_TITLE, FoundEntry
+from .entry import APP_TITLE, FileLoginEntry, FoundEntry
 
 DESKTOP_FILE_NAME = "llamarunner.desktop"
 DESKTOP_ENTRY_NAME = APP_TITLE
@@ -162,23 +162,16 @@ def parse_desktop_entry(text: str) -> dict[str, str]:
     return values
 
 
-class XdgAutostart:
+class XdgAutostart(FileLoginEntry):
     """`llamarunner.desktop` in `$XDG_CONFIG_HOME/autostart` (freedesktop Autostart spec).
 
-    `folder` fixes the autostart folder (tests); by default it is found from the
-    environment each time, as the desktop itself does at login.
+    `folder` fixes the autostart folder (tests); see FileLoginEntry.
     """
 
-    def __init__(self, folder: Path | None = None) -> None:
-        self._folder = folder
+    file_name = DESKTOP_FILE_NAME
 
-    @property
-    def path(self) -> Path:
-        return (self._folder or autostart_dir()) / DESKTOP_FILE_NAME
-
-    @property
-    def location(self) -> str:
-        return str(self.path)
+    def default_folder(self) -> Path:
+        return autostart_dir()
 
     def read(self) -> FoundEntry:
         path = self.path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -129,21 +130,19 @@ class LoginEntry(Protocol):
 class FileLoginEntry:
     """Shared by the entries that are one file in a per-user folder (XDG, LaunchAgents).
 
-    `folder` fixes that folder (tests); by default `default_folder()` finds it from the
+    `folder` fixes that folder (tests); without it `default_folder()` finds it from the
     environment each time, as the desktop or launchd itself does at login.
     """
 
-    file_name = ""
-
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, file_name: str, default_folder: Callable[[], Path],
+                 folder: Path | None = None) -> None:
+        self._file_name = file_name
+        self._default_folder = default_folder
         self._folder = folder
-
-    def default_folder(self) -> Path:
-        raise NotImplementedError
 
     @property
     def path(self) -> Path:
-        return (self._folder or self.default_folder()) / self.file_name
+        return (self._folder or self._default_folder()) / self._file_name
 
     @property
     def location(self) -> str:

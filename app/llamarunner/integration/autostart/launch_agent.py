@@ -47,10 +47,8 @@ class LaunchAgent(FileLoginEntry):
     no file shows; a job switched off there reads as registered here.
     """
 
-    file_name = LAUNCH_AGENT_FILE_NAME
-
-    def default_folder(self) -> Path:
-        return launch_agents_dir()
+    def __init__(self, folder: Path | None = None) -> None:
+        super().__init__(LAUNCH_AGENT_FILE_NAME, launch_agents_dir, folder)
 
     def read(self) -> FoundEntry:
         path = self.path

@@ -168,10 +168,8 @@ class XdgAutostart(FileLoginEntry):
     `folder` fixes the autostart folder (tests); see FileLoginEntry.
     """
 
-    file_name = DESKTOP_FILE_NAME
-
-    def default_folder(self) -> Path:
-        return autostart_dir()
+    def __init__(self, folder: Path | None = None) -> None:
+        super().__init__(DESKTOP_FILE_NAME, autostart_dir, folder)
 
     def read(self) -> FoundEntry:
         path = self.path

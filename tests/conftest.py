@@ -15,6 +15,7 @@ import pytest
 from tests.fakes.runtime import fake_runtime
 from tests.support.tiny_gguf import write_tiny_gguf
 
+from llamarunner import demo, paths
 from llamarunner.config import ConfigStore
 from llamarunner.core.service import Service
 from llamarunner.runtime.resolver import RuntimeNotFoundError, resolve_runtime
@@ -27,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # When there is none, llama_server_bin fails the tests that need it, with the reason.
         with contextlib.suppress(RuntimeNotFoundError):
             os.environ["LLAMARUNNER_LLAMA_SERVER"] = str(resolve_runtime("llama-server"))
+    # Real models are cached in the user's cache folder (outside the clone), like
+    # llama-server, so repeated runs download them once; tests move the cache folder later.
+    _REAL_CACHE.append(paths.cache_dir())
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +82,35 @@ def llama_server_bin() -> Path:
         return resolve_runtime("llama-server")
     except RuntimeNotFoundError as exc:
         pytest.fail(f"no real llama-server for the tests: {exc}")
+
+
+_REAL_CACHE: list[Path] = []
+
+
+def _real_model(name: str) -> Path:
+    saved = os.environ.get("LLAMARUNNER_CACHE_DIR")
+    os.environ["LLAMARUNNER_CACHE_DIR"] = str(_REAL_CACHE[0])
+    try:
+        return demo.cached_demo_file(name)
+    except demo.DemoUnavailableError as exc:
+        pytest.fail(f"no {name} model for the tests: {exc}")
+    finally:
+        if saved is None:
+            os.environ.pop("LLAMARUNNER_CACHE_DIR", None)
+        else:
+            os.environ["LLAMARUNNER_CACHE_DIR"] = saved
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct (a real chat model with its own template), from its PyPI wheel."""
+    return _real_model(demo.SMOLLM2.name)
+
+
+@pytest.fixture(scope="session")
+def gemma3_model() -> Path:
+    """Gemma 3 270M, the base model: no chat template of its own."""
+    return _real_model(demo.GEMMA3.name)
 
 
 @pytest.fixture(scope="session")

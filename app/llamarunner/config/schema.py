@@ -247,6 +247,9 @@ class ModelConfig:
     # Only for entries without a path: flags written false/null there, which switch off
     # defaults the discovered model would otherwise get (e.g. "jinja": false).
     unset_args: tuple[str, ...] = ()
+    # A llama-server built-in template name (chatml, gemma, llama3...) or a Jinja file;
+    # None: the GGUF's own template, else its family's (library/chat_template.py).
+    chat_template: str | None = None
 
     @property
     def serves_embeddings(self) -> bool:
@@ -419,6 +422,8 @@ def _model_dict(model: ModelConfig) -> dict[str, Any]:
         entry["ttl"] = format_duration(model.ttl)
     if model.alias:
         entry["alias"] = list(model.alias)
+    if model.chat_template:
+        entry["chat_template"] = model.chat_template
     return entry
 
 
@@ -447,9 +452,9 @@ _PROXY_KEYS = ("enabled", "host", "port")
 # Only the Ollama proxy reports a version to its clients.
 _OLLAMA_PROXY_KEYS = (*_PROXY_KEYS, "version")
 _RUNTIME_KEYS = ("path",)
-_MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias")
+_MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias", "chat_template")
 # What an entry without a path must give at least one of: otherwise it does nothing.
-_SETTINGS_KEYS = ("runtime", "args", "ttl", "alias")
+_SETTINGS_KEYS = ("runtime", "args", "ttl", "alias", "chat_template")
 _SOURCE_KEYS = ("enabled", "path")
 _SECURITY_KEYS = (
     "api_key", "api_key_env", "allowed_hosts", "cors_origins", "max_body_bytes", "body_timeout"
@@ -826,7 +831,8 @@ def _parse_models(
             checker.problem(
                 (*entry_path, "path"),
                 "missing: give the path of the model's .gguf file, or settings (args, ttl, "
-                "alias, runtime) for a model found in your folders, Ollama or LM Studio",
+                "alias, runtime, chat_template) for a model found in your folders, Ollama or "
+                "LM Studio",
             )
         model_path = os.path.expanduser(checker.string(entry, "path", entry_path, ""))
         runtime = checker.string(entry, "runtime", entry_path, defaults.DEFAULT_RUNTIME_NAME)
@@ -848,6 +854,9 @@ def _parse_models(
         if entry.get("ttl") is not None:  # null, like a missing key, inherits default_ttl
             ttl = checker.duration(entry, "ttl", entry_path, defaults.DEFAULT_TTL)
         aliases[name] = _parse_alias(checker, entry, entry_path)
+        chat_template = None  # null, like a missing key: the file's or family's template
+        if entry.get("chat_template") is not None:
+            chat_template = checker.string(entry, "chat_template", entry_path, "") or None
         result[name] = ModelConfig(
             name=name,
             path=model_path,
@@ -856,6 +865,7 @@ def _parse_models(
             ttl=ttl,
             alias=tuple(aliases[name].values()),
             unset_args=unset,
+            chat_template=chat_template,
         )
     # A name clients ask for must lead to exactly one model.
     owner: dict[str, str] = {}

@@ -118,3 +118,20 @@ class FeatureNotEnabledError(LlamaRunnerError):
     status = 400
     code = "not_supported"
     error_type = "invalid_request_error"
+
+
+class ChatNotSupportedError(LlamaRunnerError):
+    """The model has no chat template, so a chat request would give it foreign tokens."""
+
+    status = 400
+    code = "chat_not_supported"
+    error_type = "invalid_request_error"
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(
+            f"model '{model}' cannot chat: {detail}. Set \"chat_template\" for it under "
+            "models in the config (a llama-server built-in name such as chatml, gemma or "
+            "llama3, or the path of a Jinja file), or send plain text to /api/generate or "
+            "/v1/completions"
+        )
+        self.model = model

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from ..config import (
     ModelConfig,
     diff_configs,
 )
+from ..library.auto_settings import auto_configure
 from ..library.capabilities import capabilities
 from ..library.catalog import Catalog, build_catalog, library_fingerprint, watch_roots
+from ..library.chat_template import ChatTemplate
 from ..library.discovery import LibraryEntry, SkippedFile
 from ..library.gguf import GGUFError
 from ..library.metadata import GGUFMetadata
@@ -36,7 +39,13 @@ from ..proxy.relay import upstream_session
 from ..proxy.servers import ListenerError, ListenerSet
 from ..runner.manager import RunnerManager
 from ..runtime.resolver import RuntimeNotFoundError, resolve_runtime
-from .errors import ModelFileMissingError, ModelNotFoundError, RuntimeMissingError
+from .chat import ChatEvent, stream_chat
+from .errors import (
+    ChatNotSupportedError,
+    ModelFileMissingError,
+    ModelNotFoundError,
+    RuntimeMissingError,
+)
 from .events import ConfigApplied, ConfigRejected, EventBus
 from .tasks import BackgroundTasks
 
@@ -46,6 +55,16 @@ log = logging.getLogger(__name__)
 LIBRARY_RESCAN_INTERVAL = 2.0
 # How often the model folders and stores are checked for changes in the background.
 LIBRARY_WATCH_INTERVAL = 3.0
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One look at every model source: the table, its fingerprint, each model's template."""
+
+    catalog: Catalog  # as configured and found, before auto_configure
+    fingerprint: tuple[object, ...]
+    models: dict[str, ModelConfig]  # what the runners start
+    templates: dict[str, ChatTemplate]
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,7 @@ class Service:
         self._manager: RunnerManager | None = None
         self._models: dict[str, ModelConfig] = {}
         self._aliases: dict[str, str] = {}
+        self._templates: dict[str, ChatTemplate] = {}
         self._catalog: Catalog | None = None
         self.monitor: ServiceMonitor | None = None
         self._fingerprint: tuple[object, ...] = ()
@@ -144,15 +164,38 @@ class Service:
             return None
 
     def capabilities_for(self, name: str) -> list[str]:
+        """Ollama's capabilities, with tools and thinking read from the template in use."""
         meta = self.metadata_for(name)
         model = self._models.get(name)
         has_projector = bool(model and ("mmproj" in model.args or "mm" in model.args))
         if meta is None:
             return ["completion"]
+        template = self.chat_template_for(name)
+        meta = dataclasses.replace(meta, chat_template=template.text if template.can_chat
+                                   else None)
         caps = capabilities(meta, has_projector=has_projector)
         if model is not None and model.serves_embeddings and "embedding" not in caps:
             caps.append("embedding")
         return caps
+
+    def chat_template_for(self, name: str) -> ChatTemplate:
+        """The chat template the model's llama-server uses, and where it comes from."""
+        return self._templates.get(name, ChatTemplate("file"))
+
+    def require_chat(self, name: str, requested: str | None = None) -> None:
+        """Refuse a chat request for a model without a chat template (400, each API's shape)."""
+        template = self.chat_template_for(name)
+        if not template.can_chat:
+            raise ChatNotSupportedError(requested or name, template.problem or
+                                        "it has no chat template")
+
+    def chat_stream(
+        self, model: str, messages: Sequence[Mapping[str, Any]], *, system: str | None = None,
+        temperature: float | None = None, max_tokens: int | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """Chat with a model as an API request would, streamed as events (core.chat)."""
+        return stream_chat(self, model, messages, system=system, temperature=temperature,
+                           max_tokens=max_tokens)
 
     def ttl_of(self, name: str) -> float:
         if name in self.config.models:
@@ -161,13 +204,16 @@ class Service:
 
     async def copy_model(self, source: str, destination: str) -> None:
         """Ollama's copy: a new config entry under another name for the same file."""
-        model = self._models[source]
+        # As configured or found: the flags auto_configure adds are worked out again.
+        model = self._catalog.models[source] if self._catalog else self._models[source]
 
         def add(data: dict[str, Any]) -> None:
             entry: dict[str, Any] = {"path": model.path, "runtime": model.runtime,
                                      "args": dict(model.args)}
             if model.ttl is not None:
                 entry["ttl"] = model.ttl if model.ttl != float("inf") else -1
+            if model.chat_template:
+                entry["chat_template"] = model.chat_template
             data.setdefault("models", {})[destination] = entry
 
         await self.update_config(add)
@@ -288,32 +334,40 @@ class Service:
 
     async def rescan(self, *, restart: frozenset[str] = frozenset()) -> bool:
         """Scan every model source now (off the event loop); True when the table changed."""
-        catalog, fingerprint = await asyncio.to_thread(self._scan)
-        return self._adopt(catalog, fingerprint, restart)
+        scan = await asyncio.to_thread(self._scan)
+        return self._adopt(scan, restart)
 
-    def _scan(self) -> tuple[Catalog, tuple[object, ...]]:
-        """Build the catalog and warm the metadata cache; blocking, so run in a thread."""
+    def _scan(self) -> _Scan:
+        """Build the catalog and warm the metadata cache; blocking, so run in a thread.
+
+        Each model also gets what its metadata calls for (chat template, embedding mode).
+        """
         app_models = paths.models_dir()
         fingerprint = library_fingerprint(watch_roots(self.config, app_models))
         catalog = build_catalog(self.config, app_models_dir=app_models, metadata=self._metadata)
+        models: dict[str, ModelConfig] = {}
+        templates: dict[str, ChatTemplate] = {}
         # Reading headers here, not in the first /api/tags request, keeps listings instant.
-        for model in catalog.models.values():
+        for name, model in catalog.models.items():
+            meta = None
             with contextlib.suppress(GGUFError, OSError):
-                self._metadata.get(model.path)
+                meta = self._metadata.get(model.path)
+            models[name], templates[name] = auto_configure(model, meta)
         with contextlib.suppress(OSError):
             self._metadata.save()
-        return catalog, fingerprint
+        return _Scan(catalog, fingerprint, models, templates)
 
-    def _adopt(self, catalog: Catalog, fingerprint: tuple[object, ...],
-               restart: frozenset[str] = frozenset()) -> bool:
-        self._fingerprint = fingerprint
+    def _adopt(self, scan: _Scan, restart: frozenset[str] = frozenset()) -> bool:
+        catalog = scan.catalog
+        self._fingerprint = scan.fingerprint
         self._last_check = time.monotonic()
         previous = self._catalog
         self._catalog = catalog
+        self._templates = scan.templates
         for problem in catalog.problems:
             if previous is None or problem not in previous.problems:
                 log.warning("model library: %s", problem)
-        models = catalog.models
+        models = scan.models
         changed = models != self._models or bool(restart)
         if changed:
             self._models = dict(models)
@@ -336,7 +390,7 @@ class Service:
         fingerprint = library_fingerprint(watch_roots(self.config, paths.models_dir()))
         if fingerprint == self._fingerprint:
             return False
-        return self._adopt(*self._scan())
+        return self._adopt(self._scan())
 
     async def _watch_library(self) -> None:
         """Pick up models added or removed on disk without any request asking."""

@@ -310,6 +310,7 @@ def _discovered_model(
         args=args,
         ttl=extra.ttl,
         alias=(*extra.alias, *(a for a in aliases if a not in extra.alias)),
+        chat_template=extra.chat_template,
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 from ..config.schema import ModelConfig
+from .auto_settings import auto_configure
 from .capabilities import capabilities
 from .catalog import Catalog
 from .gguf import GGUFError
@@ -13,7 +15,8 @@ from .metadata_cache import MetadataCache
 
 __all__ = ["COLUMNS", "format_library_table", "human_size"]
 
-COLUMNS: Final = ("NAME", "SOURCE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE", "CAPABILITIES")
+COLUMNS: Final = ("NAME", "SOURCE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE", "TEMPLATE",
+                  "CAPABILITIES")
 _UNKNOWN: Final = "-"
 _GAP: Final = "  "
 
@@ -46,6 +49,12 @@ def format_library_table(
             meta = metadata.get(entry.path)
         except (GGUFError, OSError):
             meta = None
+        if model is not None:
+            model, chat_template = auto_configure(model, meta)
+            template = chat_template.describe()
+            template_text = chat_template.text if chat_template.can_chat else None
+        else:
+            template, template_text = _UNKNOWN, None
         if meta is None:
             arch = params = quant = context = _UNKNOWN
             caps = "unreadable"
@@ -54,13 +63,14 @@ def format_library_table(
             params = parameter_size_label(meta)
             quant = meta.quantization or _UNKNOWN
             context = _served_context(model, meta.context_length)
-            found = capabilities(meta, has_projector=entry.projector is not None)
+            # Tools and thinking follow the template the model is really served with.
+            found = capabilities(dataclasses.replace(meta, chat_template=template_text),
+                                 has_projector=entry.projector is not None)
             if model is not None and model.serves_embeddings and "embedding" not in found:
                 found.append("embedding")
             caps = ",".join(found) or _UNKNOWN
-        rows.append(
-            (name, entry.source, arch, params, quant, context, human_size(entry.size), caps)
-        )
+        rows.append((name, entry.source, arch, params, quant, context, human_size(entry.size),
+                     template, caps))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = [
         _GAP.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

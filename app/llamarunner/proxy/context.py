@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from ..config.schema import Config, ModelConfig
+from ..library.chat_template import ChatTemplate
 from ..runner.manager import RunnerManager
 
 
@@ -29,6 +30,14 @@ class ProxyBackend(Protocol):
     def resolve_model(self, requested: str) -> str: ...
 
     def model_created(self, name: str) -> int: ...
+
+    def chat_template_for(self, name: str) -> ChatTemplate:
+        """The chat template the model's runner uses, and where it comes from."""
+        ...
+
+    def require_chat(self, name: str, requested: str | None = None) -> None:
+        """Raise ChatNotSupportedError (400) when the model has no chat template."""
+        ...
 
 
 BACKEND: web.AppKey[ProxyBackend] = web.AppKey("backend", ProxyBackend)

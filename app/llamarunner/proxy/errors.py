@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.errors import LlamaRunnerError, QueueFullError
+from .anthropic.errors import is_anthropic_path, render_anthropic
 from .redact import redact_error_response
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ ErrorRenderer = Callable[[web.Request, int, str, LlamaRunnerError | None], web.R
 def render_openai(
     request: web.Request, status: int, message: str, exc: LlamaRunnerError | None
 ) -> web.Response:
+    """OpenAI's shape for the /v1 routes of both ports; Anthropic's Messages API, served
+    under /v1/messages next to them, answers in its own (its SDKs read no other)."""
+    if is_anthropic_path(request.path):
+        return render_anthropic(request, status, message, exc)
     if exc is not None:
         return response_for_exception(exc)
     return openai_error(message, status=status)

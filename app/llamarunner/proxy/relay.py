@@ -7,6 +7,8 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -151,23 +153,45 @@ async def open_upstream(
         ) from exc
 
 
+@dataclass(frozen=True)
+class StreamDialect:
+    """What differs between the APIs whose answers are relayed as they are.
+
+    `end_markers`: bytes whose arrival means the stream ended as its API says it should
+    (its last event, or the error event llama-server ends a failed stream with); a stream
+    that closes without one broke off and gets `broken_event(message)` appended.
+    `error_response(status, message, type)` answers a llama-server error status.
+    `rewrite(unsent) -> (send now, keep)` may reshape events before they go out.
+    """
+
+    end_markers: tuple[bytes, ...]
+    broken_event: Callable[[str], bytes]
+    error_response: Callable[[int, str, str | None], web.Response]
+    rewrite: Callable[[bytes], tuple[bytes, bytes]] | None = None
+
+
 async def relay_openai(
     request: web.Request,
     http: aiohttp.ClientSession,
     lease: Lease,
     path: str,
     body: bytes,
+    dialect: StreamDialect | None = None,
 ) -> web.StreamResponse:
-    """Forward an OpenAI-style POST to the runner and relay its answer unchanged."""
+    """Forward an OpenAI-style POST to the runner and relay its answer unchanged.
+
+    `dialect` describes another API's stream and errors (default: chat completions).
+    """
+    dialect = dialect or OPENAI_SSE
     deadline = first_byte_deadline(lease)
     upstream = await open_upstream(http, lease, path, body, deadline)
     try:
         if upstream.status != 200:
             data = await upstream.read()
             message, etype = upstream_error_message(upstream.status, data)
-            return _error_like_upstream(upstream.status, message, etype)
+            return dialect.error_response(upstream.status, message, etype)
         if upstream.content_type == "text/event-stream":
-            return await _relay_stream(request, upstream, lease, deadline)
+            return await _relay_stream(request, upstream, lease, deadline, dialect)
         data = await upstream.read()
         return web.Response(body=data, status=200, content_type="application/json")
     except aiohttp.ClientError as exc:
@@ -184,37 +208,64 @@ def _error_like_upstream(status: int, message: str, etype: str | None) -> web.Re
     return openai_error(message, status=status, error_type=etype, code=etype)
 
 
+# Chat and text completions end with `data: [DONE]`; llama-server ends a stream that fails
+# midway with its own `data: {"error": ...}` event and no [DONE]: that is a reported
+# error, not a broken connection.
+OPENAI_SSE = StreamDialect(
+    end_markers=(b"data: [DONE]", b'data: {"error"'),
+    broken_event=sse_error_event,
+    error_response=_error_like_upstream,
+)
+# The Responses API's stream has no [DONE]: its last event names how the response ended.
+# The line breaks around a name make it a field line (JSON text cannot hold a raw one).
+OPENAI_RESPONSES_SSE = StreamDialect(
+    end_markers=(b"\nevent: response.completed\n", b"\nevent: response.failed\n",
+                 b"\nevent: response.incomplete\n", b'data: {"error"'),
+    broken_event=sse_error_event,
+    error_response=_error_like_upstream,
+)
+# Markers are searched in each read plus this much of the one before, so that a marker
+# split over two reads is still found.
+_MARKER_CARRY = 64
+
+
 async def _relay_stream(
     request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease,
-    deadline: float | None,
+    deadline: float | None, dialect: StreamDialect,
 ) -> web.StreamResponse:
     # Raises before our headers go out: a silent or dead child is still a proper error.
     first = await first_chunk(upstream, lease, deadline)
     response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
     await response.prepare(request)
-    tail = b""
+    carry = unsent = b""
+    ended = False
     try:
-        if first:
-            await response.write(first)
-            tail = first[-256:]
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-            tail = (tail + chunk)[-256:]
+        chunks = upstream.content.iter_any()
+        chunk = first
+        while chunk:
+            window = carry + chunk
+            ended = ended or any(marker in window for marker in dialect.end_markers)
+            carry = window[-_MARKER_CARRY:]
+            if dialect.rewrite is None:
+                await response.write(chunk)
+            else:
+                ready, unsent = dialect.rewrite(unsent + chunk)
+                if ready:
+                    await response.write(ready)
+            chunk = await anext(chunks, b"")
     except aiohttp.ClientError as exc:
         log.warning("stream from %s broke off: %s", lease.runner.name, exc)
-        await _write_quietly(response, sse_error_event(_broken_message(lease, exc)))
+        # A held-back event that never finished is dropped: half an event is no event.
+        await _write_quietly(response, dialect.broken_event(_broken_message(lease, exc)))
         return response
-    if b"[DONE]" not in tail and not _ended_with_error_event(tail):
-        await _write_quietly(response, sse_error_event(_broken_message(lease, None)))
+    if not ended:
+        await _write_quietly(response, dialect.broken_event(_broken_message(lease, None)))
+        return response
+    if unsent:
+        await _write_quietly(response, unsent)
         return response
     await _write_eof_quietly(response)
     return response
-
-
-def _ended_with_error_event(tail: bytes) -> bool:
-    # llama-server ends a stream that fails midway with its own `data: {"error": ...}`
-    # event and no [DONE]: that is a reported error, not a broken connection.
-    return tail.rstrip().endswith(b"}") and b'"error"' in tail
 
 
 def _broken_message(lease: Lease, exc: Any) -> str:

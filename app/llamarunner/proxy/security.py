@@ -14,6 +14,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..config.schema import ORIGIN_PATTERN, ProxyConfig, SecurityConfig
+from .anthropic.errors import anthropic_unauthorized, is_anthropic_path
 from .context import BACKEND
 from .errors import ErrorRenderer, openai_error
 
@@ -50,10 +51,13 @@ DEFAULT_ORIGINS: Final[tuple[str, ...]] = (
 )
 
 # What a preflight may ask for: the methods our routes use and the headers the usual
-# clients send (the OpenAI JS SDK adds its x-stainless-* telemetry headers to every call).
+# clients send (the OpenAI and Anthropic JS SDKs add x-stainless-* telemetry headers to
+# every call; Anthropic's also sends its key and API version in its own headers).
 ALLOW_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 ALLOW_HEADERS: Final = ", ".join((
     "Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With",
+    "X-Api-Key", "Anthropic-Version", "Anthropic-Beta",
+    "Anthropic-Dangerous-Direct-Browser-Access",
     "X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
     "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Retry-Count",
     "X-Stainless-Timeout", "X-Stainless-Async", "X-Stainless-Helper-Method",
@@ -221,6 +225,13 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
+def presented_keys(authorization: str | None, x_api_key: str | None) -> tuple[str, ...]:
+    """The API keys a request offers: OpenAI and Ollama clients send `Authorization:
+    Bearer <key>`, Anthropic's send `x-api-key: <key>` (llama-server accepts both too)."""
+    keys = [bearer_token(authorization), (x_api_key or "").strip() or None]
+    return tuple(key for key in keys if key)
+
+
 def key_matches(given: str | None, key: str) -> bool:
     """Compare in constant time so response timing does not reveal how much of a guess
     was right; comparing bytes keeps non-ASCII input from raising TypeError.
@@ -261,6 +272,8 @@ def app_settings(app: web.Application) -> SecurityConfig:
 
 
 def openai_unauthorized(request: web.Request, message: str) -> web.Response:
+    if is_anthropic_path(request.path):
+        return anthropic_unauthorized(request, message)  # Anthropic's routes, both ports
     # OpenAI's own answer to a bad key: invalid_request_error / invalid_api_key, and
     # RFC 6750's challenge header so generic HTTP clients know which scheme to use.
     return openai_error(message, status=401, code="invalid_api_key",
@@ -318,8 +331,9 @@ def security_middleware(
         if not (request.method in ("GET", "HEAD") and request.path in open_paths):
             key = security.resolved_api_key()
             required = bool(key or security.api_key_env) or not is_loopback_bind(bind_host)
-            if required and not key_matches(bearer_token(request.headers.get("Authorization")),
-                                            key):
+            offered = presented_keys(request.headers.get("Authorization"),
+                                     request.headers.get("X-Api-Key"))
+            if required and not any(key_matches(given, key) for given in offered):
                 return unauthorized(request, _unauthorized_message(request, key))
         if request.method in _BODY_METHODS and request.body_exists:
             return await _with_body(request, handler, render, security)
@@ -332,8 +346,9 @@ def _unauthorized_message(request: web.Request, key: str) -> str:
     if not key:
         # Fail closed: a network-facing listener whose key vanished on reload serves nobody.
         return "this server requires an API key but none is configured"
-    if "Authorization" not in request.headers:
-        return "missing API key: send it as 'Authorization: Bearer <key>'"
+    if "Authorization" not in request.headers and "X-Api-Key" not in request.headers:
+        return ("missing API key: send it as 'Authorization: Bearer <key>' or "
+                "'x-api-key: <key>'")
     return "incorrect API key provided"
 
 

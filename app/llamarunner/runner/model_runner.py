@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,14 @@ _BIND_FAILURE = re.compile(r"couldn't bind|address already in use", re.IGNORECAS
 # llama-server's environment variable for --api-key (common/arg.cpp). The environment, not
 # argv: every local user can read a process's command line, but not its environment.
 API_KEY_ENV = "LLAMA_API_KEY"
+# How a child killed by the CPU looks (negative signal numbers, as asyncio reports them).
+_CRASH_EXIT_CODES = frozenset({-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS})
+# llama-server binaries that crashed while loading with weight repacking on. Repacking
+# moves weights into CPU-specific layouts (AMX tiles on recent Xeons); some virtual
+# machines advertise AMX yet fault on its first use, so such a binary gets --no-repack
+# for the rest of this run. Keyed by binary: one process-wide fact about this machine.
+_NO_REPACK_BINARIES: set[str] = set()
+_REPACK_FLAGS = ("repack", "no-repack", "nr")
 
 
 class PortConflictError(Exception):
@@ -82,10 +91,12 @@ def effective_args(
 
 def build_command(
     binary: Path, model: ModelConfig, port: int,
-    overrides: Mapping[str, ArgValue] | None = None,
+    overrides: Mapping[str, ArgValue] | None = None, *, no_repack: bool = False,
 ) -> list[str]:
     """The full llama-server argv for a model: runner-owned flags first, then the user's."""
     args = effective_args(model, overrides)
+    if no_repack and not any(flag in args for flag in _REPACK_FLAGS):
+        args["no-repack"] = True
     argv = [str(binary), "--host", RUNNER_HOST, "--port", str(port), "-m", model.path]
     if "alias" not in args and "a" not in args:
         # So llama-server's own /v1/models and responses name the model as clients asked.
@@ -171,7 +182,7 @@ class ModelRunner:
         between picking and binding costs one retry on a fresh port.
         """
         try:
-            await self._start_once(binary, load_timeout)
+            await self._start_with_repack_fallback(binary, load_timeout)
         except PortConflictError as exc:
             log.warning("runner %s: %s; retrying on another port", self.name, exc)
             try:
@@ -182,11 +193,28 @@ class ModelRunner:
                     tail=self.tail(),
                 ) from again
 
+    async def _start_with_repack_fallback(self, binary: Path, load_timeout: float) -> None:
+        """Start; after a CPU fault while loading, try once more without weight repacking."""
+        try:
+            await self._start_once(binary, load_timeout)
+        except RunnerFailedError as exc:
+            user_chose = any(flag in effective_args(self.model, self.next_overrides)
+                             for flag in _REPACK_FLAGS)
+            if (exc.exit_code not in _CRASH_EXIT_CODES or user_chose
+                    or str(binary) in _NO_REPACK_BINARIES):
+                raise
+            log.warning("runner %s: llama-server crashed while loading (exit code %s); "
+                        "retrying without weight repacking (--no-repack)",
+                        self.name, exc.exit_code)
+            _NO_REPACK_BINARIES.add(str(binary))
+            await self._start_once(binary, load_timeout)
+
     async def _start_once(self, binary: Path, load_timeout: float) -> None:
         self.port = pick_free_port()
         self._secret = secrets.token_urlsafe(32)
         self.active_overrides = dict(self.next_overrides)
-        argv = build_command(binary, self.model, self.port, self.active_overrides)
+        argv = build_command(binary, self.model, self.port, self.active_overrides,
+                             no_repack=str(binary) in _NO_REPACK_BINARIES)
         log_path = (
             self._log_dir / f"{safe_file_name(self.name)}.log" if self._log_dir else None
         )

@@ -485,3 +485,25 @@ def test_ollama_version_is_configurable_and_checked() -> None:
         parse_config({"proxies": {"ollama": {"version": "new"}}})
     with pytest.raises(ConfigValidationError, match=r"proxies.lmstudio.version"):
         parse_config({"proxies": {"lmstudio": {"version": "0.9.1"}}})
+
+
+def test_chat_template_setting_parses_and_round_trips() -> None:
+    config = parse_config({"models": {
+        "g": {"path": "/g.gguf", "chat_template": "gemma"},
+        "found": {"chat_template": "~/templates/mine.jinja"},
+    }})
+    assert config.models["g"].chat_template == "gemma"
+    assert config.models["found"].settings_only
+    assert config.models["found"].chat_template == "~/templates/mine.jinja"
+    again = parse_config(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+
+
+@pytest.mark.parametrize("value", ['""', "3", "null", '["gemma"]'])
+def test_chat_template_must_be_a_name_or_path(value: str) -> None:
+    text = '{"models": {"g": {"path": "/g.gguf", "chat_template": ' + value + "}}}"
+    if value == "null":
+        assert parse_text(text).models["g"].chat_template is None
+        return
+    problems = problems_of(text)
+    assert [p.path for p in problems] == ["models.g.chat_template"]

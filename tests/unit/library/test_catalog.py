@@ -391,12 +391,13 @@ def test_table_lists_every_model_with_its_facts(world: World) -> None:
     text = format_library_table(catalog, MetadataCache(world.tmp / "cache.json"))
     lines = text.splitlines()
     assert lines[0].split() == [
-        "NAME", "SOURCE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE", "CAPABILITIES",
+        "NAME", "SOURCE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE", "TEMPLATE",
+        "CAPABILITIES",
     ]
     llava = next(line for line in lines if line.startswith("llava "))
     # CONTEXT is what llama-server will run with: discovered models get ctx-size 4096.
     assert llava.split() == ["llava", "folder", "llama", "121K", "F32", "4096", "492", "KB",
-                             "completion,tools,vision"]
+                             "file", "completion,tools,vision"]
     assert any(line.startswith("llama3.2:3b ") and "ollama" in line for line in lines)
     assert "junk.gguf: not a GGUF file" in text
     assert "models.ghost" in text

@@ -35,10 +35,11 @@ COLUMNS: Final = (
     "Context",
     "Size on disk",
     "Capabilities",
+    "Template",
     "State",
 )
 (COL_NAME, COL_SOURCE, COL_ARCH, COL_PARAMS, COL_QUANT, COL_CONTEXT, COL_SIZE, COL_CAPS,
- COL_STATE) = range(len(COLUMNS))
+ COL_TEMPLATE, COL_STATE) = range(len(COLUMNS))
 _NUMERIC_COLUMNS: Final = frozenset({COL_PARAMS, COL_CONTEXT, COL_SIZE})
 
 # What each runner state reads as in the table; the busy ones end in an ellipsis so they
@@ -51,6 +52,12 @@ STATE_TEXT: Final = {
     "failed": "failed",
 }
 BUSY_STATES: Final = frozenset({"starting", "stopping"})
+# What each chat template source means (ChatTemplate.source), as the Template column's tip.
+_TEMPLATE_TIPS: Final = {
+    "file": "the chat template stored in the model's GGUF file",
+    "family": "the app's template for the model's family (its file has none)",
+    "setting": "the chat_template set for the model in the config",
+}
 _UNKNOWN: Final = "—"
 
 
@@ -68,6 +75,8 @@ class LibraryRow:
     context_length: int | None = None
     size: int | None = None
     capabilities: tuple[str, ...] = ()
+    template: str = ""  # where its chat template comes from: ChatTemplate.describe()
+    template_problem: str = ""  # why it cannot chat, for a template of "none"
     state: str = "stopped"
     reason: str = ""
 
@@ -88,6 +97,8 @@ class LibraryRow:
             return human_size(self.size) if self.size is not None else _UNKNOWN
         if column == COL_CAPS:
             return ", ".join(self.capabilities) or _UNKNOWN
+        if column == COL_TEMPLATE:
+            return self.template or _UNKNOWN
         if column == COL_STATE:
             return STATE_TEXT.get(self.state, self.state)
         return ""
@@ -156,6 +167,10 @@ class LibraryModel(QAbstractTableModel):
             return row.path
         if column == COL_STATE and row.reason:
             return row.reason
+        if column == COL_TEMPLATE:
+            if row.template_problem:
+                return f"cannot chat: {row.template_problem}"
+            return _TEMPLATE_TIPS.get(row.template.partition(" ")[0])
         if column == COL_CONTEXT and row.context_length:
             return "context length the model was trained for; the ctx-size argument sets " \
                    "how much of it llama-server uses"

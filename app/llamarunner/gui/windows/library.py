@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QTableView,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -52,6 +53,7 @@ from ..models.library_model import (
     LibraryModel,
     LibraryRow,
 )
+from ..widgets.chat_panel import ChatPanel
 from ._common import ERROR_COLOR, BridgeLike, ErrorLabel, FieldErrors, ToolWindow
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ def build_rows(service: Service) -> list[LibraryRow]:
         meta = service.metadata_for(name)
         facts = service.model_file(name)
         info = runners.get(name)
+        template = service.chat_template_for(name)
         rows.append(
             LibraryRow(
                 name=name,
@@ -101,6 +104,8 @@ def build_rows(service: Service) -> list[LibraryRow]:
                 context_length=meta.context_length if meta else None,
                 size=facts.size if facts else None,
                 capabilities=tuple(service.capabilities_for(name)),
+                template=template.describe(),
+                template_problem=template.problem or "",
                 state=info.state if info else "stopped",
                 reason=(info.last_error or "") if info else "",
             )
@@ -205,9 +210,14 @@ class LibraryWindow(ToolWindow):
         upper_layout.addLayout(actions)
 
         self.detail = self._build_detail()
+        # "Try it": chat with the selected model through the same Service as the APIs.
+        self.chat = ChatPanel(service, bridge)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.detail, "Settings")
+        self.tabs.addTab(self.chat, "Try it")
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(upper)
-        splitter.addWidget(self.detail)
+        splitter.addWidget(self.tabs)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
         splitter.setChildrenCollapsible(False)
@@ -265,6 +275,10 @@ class LibraryWindow(ToolWindow):
         self.path_label.setWordWrap(True)
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.source_label = QLabel()
+        self.template_label = QLabel()
+        self.template_label.setWordWrap(True)
+        self.template_label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse)
         self.ttl_edit = QLineEdit()
         self.ttl_edit.setToolTip(
             "How long the model stays loaded when idle: 90s, 5m, 1h30m; 0 unloads after each "
@@ -283,6 +297,7 @@ class LibraryWindow(ToolWindow):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("File:", self.path_label)
         form.addRow("Source:", self.source_label)
+        form.addRow("Chat template:", self.template_label)
         form.addRow("Keep loaded (TTL):", self.ttl_edit)
         form.addRow("", self.ttl_error)
         form.addRow(buttons)
@@ -319,12 +334,17 @@ class LibraryWindow(ToolWindow):
                 self.detail.setTitle("Model settings (select a model)")
                 self.path_label.clear()
                 self.source_label.clear()
+                self.template_label.clear()
                 self.ttl_edit.clear()
                 return
             self.detail.setTitle(f"Settings of {model.name}")
             self.path_label.setText(model.path)
             source = model_source(self._service, model.name)
             self.source_label.setText(_SOURCE_TEXT.get(source, source))
+            template = self._service.chat_template_for(model.name)
+            self.template_label.setText(
+                template.describe() if template.can_chat
+                else f"none: it cannot chat ({template.problem or 'no chat template'})")
             for key, value in model.args.items():
                 self._append_arg(key, format_arg_value(value))
             self.ttl_edit.setText("" if model.ttl is None else format_duration(model.ttl))
@@ -554,6 +574,7 @@ class LibraryWindow(ToolWindow):
         current = self.selected_name()
         if current != self._detail_name or not self._detail_dirty:
             self._show_detail(current)
+        self.chat.set_model(current)  # its template may have changed with the config
         self._update_actions()
 
     def _on_config_applied(self, _path: str) -> None:
@@ -587,6 +608,8 @@ class LibraryWindow(ToolWindow):
         name = self.selected_name()
         if name != self._detail_name:
             self._show_detail(name)
+        if name != self.chat.model:
+            self.chat.set_model(name)
         self._update_actions()
 
     def _update_count(self, *_args: object) -> None:

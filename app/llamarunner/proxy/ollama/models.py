@@ -68,8 +68,13 @@ async def show(request: web.Request) -> web.Response:
     args = runner.effective_args() if runner and runner.state in OCCUPYING_STATES else dict(
         backend.models()[name].args)
     _, mtime, _ = _digest(backend, name)
+    chat_template = backend.chat_template_for(name)
+    # The template the runner really uses: the file's own, ours for its family, the
+    # configured one (a built-in's name when only llama-server has its text), or none.
+    template = chat_template.text or chat_template.builtin or ""
     body = show_response(name, backend.metadata_for(name), args=args,
-                         capabilities=backend.capabilities_for(name), mtime=mtime)
+                         capabilities=backend.capabilities_for(name), mtime=mtime,
+                         template=template)
     return web.json_response(body)
 
 

@@ -121,9 +121,12 @@ def model_info(meta: GGUFMetadata | None, ctx: int | None) -> dict[str, Any]:
 def show_response(
     name: str, meta: GGUFMetadata | None, *, args: Mapping[str, ArgValue],
     capabilities: Sequence[str], mtime: float, served_context: int | None = None,
+    template: str | None = None,
 ) -> dict[str, Any]:
+    """Ollama's /api/show; `template` is the one the runner uses (the file's by default)."""
     ctx = context_length(args, meta, served_context)
-    template = (meta.chat_template if meta else None) or ""
+    if template is None:
+        template = (meta.chat_template if meta else None) or ""
     return {
         "license": "",
         "modelfile": _modelfile(name, args, template),

@@ -2,56 +2,110 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 from aiohttp import web
 
-from ...core.errors import FeatureNotEnabledError
+from ...core.errors import BadRequestError, FeatureNotEnabledError
+from ..anthropic.routes import add_anthropic_routes
 from ..body import read_json_object, required_model
 from ..context import BACKEND, ProxyBackend
-from ..relay import relay_openai
+from ..ollama.backend import OLLAMA_BACKEND
+from ..ollama.views import ollama_name
+from ..relay import OPENAI_RESPONSES_SSE, StreamDialect, relay_openai
 
 OWNER = "llamarunner"
+# Ollama's owner of a model without a namespace ("llama3" is "library/llama3").
+OLLAMA_OWNER = "library"
 
 
-def _model_entry(backend: ProxyBackend, name: str) -> dict[str, object]:
+def ollama_owner(name: str) -> str:
+    """`owned_by` as Ollama reports it: the namespace of `[host/]namespace/model[:tag]`."""
+    parts = name.partition(":")[0].split("/")
+    return parts[-2] if len(parts) >= 2 and parts[-2] else OLLAMA_OWNER
+
+
+def requested_ttl(data: Mapping[str, Any]) -> float | None:
+    """LM Studio's `ttl`: seconds the model may stay idle after this request, in place of
+    its configured TTL; None when the request has none."""
+    value = data.get("ttl")
+    if value is None:
+        return None
+    seconds = math.nan
+    # bool is an int to Python, but `"ttl": true` is no number of seconds.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer too large for a float
+            seconds = math.inf
+    if not (math.isfinite(seconds) and seconds >= 0):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise BadRequestError(
+            "'ttl' must be a number of seconds, 0 or more (how long the model may stay "
+            f"loaded while idle after this request, e.g. 300), not {shown}", param="ttl")
+    return seconds
+
+
+def _on_ollama_port(request: web.Request) -> bool:
+    return OLLAMA_BACKEND in request.app
+
+
+def _model_entry(backend: ProxyBackend, name: str, ollama_style: bool) -> dict[str, object]:
+    # The Ollama port names models as Ollama's own /v1/models does (with a tag, owned by
+    # their namespace), so clients can send those names to /api/* as well.
     return {
-        "id": name,
+        "id": ollama_name(name) if ollama_style else name,
         "object": "model",
         "created": backend.model_created(name),
-        "owned_by": OWNER,
+        "owned_by": ollama_owner(name) if ollama_style else OWNER,
     }
 
 
 async def list_models(request: web.Request) -> web.Response:
     backend = request.app[BACKEND]
-    data = [_model_entry(backend, name) for name in sorted(backend.models())]
+    ollama_style = _on_ollama_port(request)
+    data = [_model_entry(backend, name, ollama_style) for name in sorted(backend.models())]
     return web.json_response({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:
     backend = request.app[BACKEND]
     name = backend.resolve_model(request.match_info["model"])
-    return web.json_response(_model_entry(backend, name))
+    return web.json_response(_model_entry(backend, name, _on_ollama_port(request)))
 
 
-async def _relay_post(request: web.Request, upstream_path: str, *, embeddings: bool = False
-                      ) -> web.StreamResponse:
+async def _relay_post(
+    request: web.Request, upstream_path: str, *, chat: bool = False,
+    embeddings: bool = False, dialect: StreamDialect | None = None,
+) -> web.StreamResponse:
     backend = request.app[BACKEND]
     raw, data = await read_json_object(request)
-    name = backend.resolve_model(required_model(data))
+    requested = required_model(data)
+    ttl = requested_ttl(data)
+    name = backend.resolve_model(requested)
+    if chat:
+        backend.require_chat(name, requested)
     if embeddings and not backend.models()[name].serves_embeddings:
         raise FeatureNotEnabledError(
             f"model '{name}' does not serve embeddings; add \"embedding\": true to its "
             "args in the config"
         )
     async with await backend.manager.acquire(name) as lease:
-        return await relay_openai(request, backend.http, lease, upstream_path, raw)
+        try:
+            return await relay_openai(request, backend.http, lease, upstream_path, raw,
+                                      dialect)
+        finally:
+            lease.release(keep_alive=ttl)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _relay_post(request, "/v1/chat/completions")
+    return await _relay_post(request, "/v1/chat/completions", chat=True)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    # Plain text in, plain text out: no chat template involved, so any model serves it.
     return await _relay_post(request, "/v1/completions")
 
 
@@ -59,10 +113,18 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _relay_post(request, "/v1/embeddings", embeddings=True)
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _relay_post(request, "/v1/responses", chat=True,
+                             dialect=OPENAI_RESPONSES_SSE)
+
+
 def add_openai_routes(app: web.Application) -> None:
-    """Register the OpenAI-compatible routes; used on both ports."""
+    """Register the OpenAI-compatible routes, and Anthropic's Messages API; used on both
+    ports."""
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
+    add_anthropic_routes(app)

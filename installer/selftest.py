@@ -7,7 +7,8 @@ Checks, in order, and stops at the first failure with the reason and the app's l
 1. `--version` names the llama-server bundled inside this app and its recorded version.
 2. `--headless` serves GET /api/version, a chat through each API (Ollama, OpenAI with
    streaming, LM Studio), runs that chat on the bundled llama-server (not one from PATH),
-   and on a stop request exits cleanly with no child process left.
+   and on a stop request exits cleanly with no child process left. A model without a
+   chat template of its own chats with its family's template, read from the bundle.
 3. The desktop mode does the same first chat, opens its library window when launched a
    second time, and stops: Qt, its plugins and the windows are all in the bundle (on
    Linux only when a display is available, unless --gui yes).
@@ -44,6 +45,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny"
+FAMILY_MODEL = "family"
 IS_WINDOWS = sys.platform == "win32"
 START_TIMEOUT = 90.0  # a cold first start unpacks nothing (one-folder) but warms the disk
 REQUEST_TIMEOUT = 120.0
@@ -128,17 +130,37 @@ def make_model(folder: Path) -> Path:
     return path
 
 
-def write_config(folder: Path, model: Path) -> tuple[Path, int, int]:
+def make_family_model(folder: Path) -> Path | None:
+    """A tiny model without a template of its own, whose name puts it in the ChatML family.
+
+    None when the generator is not at hand (an installed app tested with --model only).
+    """
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tests.support.tiny_gguf import write_tiny_gguf
+    except ImportError:
+        return None
+    finally:
+        sys.path.pop(0)
+    path: Path = write_tiny_gguf(folder / f"{FAMILY_MODEL}.gguf", name="SmolLM2 family",
+                                 chat_template=None)
+    return path
+
+
+def write_config(folder: Path, model: Path, family: Path | None) -> tuple[Path, int, int]:
     ollama, lmstudio = free_port(), free_port()
     while lmstudio == ollama:
         lmstudio = free_port()
+    models: dict[str, Any] = {MODEL: {"path": str(model), "args": {"ctx-size": 512, "threads": 1}}}
+    if family is not None:
+        models[FAMILY_MODEL] = {"path": str(family), "args": {"ctx-size": 512, "threads": 1}}
     config = {
         "proxies": {
             "ollama": {"enabled": True, "host": "127.0.0.1", "port": ollama},
             "lmstudio": {"enabled": True, "host": "127.0.0.1", "port": lmstudio},
         },
         # The default runtime: the app must find its bundled llama-server by itself.
-        "models": {MODEL: {"path": str(model), "args": {"ctx-size": 512, "threads": 1}}},
+        "models": models,
         "model_dirs": [str(folder / "models")],
         "sources": {"ollama": {"enabled": False}, "lmstudio": {"enabled": False}},
         "scheduler": {"load_timeout": "60s", "stop_grace": "5s"},
@@ -221,6 +243,20 @@ def chat_ollama(port: int) -> None:
     _expect(isinstance(message, dict) and message.get("role") == "assistant"
             and isinstance(message.get("content"), str) and reply.get("done") is True,
             "Ollama /api/chat did not answer with a finished assistant message", reply)
+
+
+def chat_with_family_template(port: int) -> None:
+    """The family templates are data files: prove the bundle carries them."""
+    shown = _request(f"http://127.0.0.1:{port}/api/show", {"model": FAMILY_MODEL})
+    template = shown.get("template") if isinstance(shown, dict) else None
+    _expect(isinstance(template, str) and "<|im_start|>" in template,
+            "/api/show did not report the ChatML family template", shown)
+    reply = _request(f"http://127.0.0.1:{port}/api/chat", {
+        "model": FAMILY_MODEL, "messages": MESSAGES, "stream": False,
+        "options": {"num_predict": 4, "temperature": 0},
+    })
+    _expect(isinstance(reply, dict) and reply.get("done") is True,
+            "a chat with the family template did not finish", reply)
 
 
 def chat_openai_stream(port: int) -> None:
@@ -410,7 +446,7 @@ def open_window(run: AppRun) -> None:
 
 
 def serve_and_stop(run: AppRun, ollama: int, lmstudio: int, *, every_api: bool,
-                   desktop: bool = False) -> None:
+                   desktop: bool = False, family: bool = False) -> None:
     with running(run):
         started = time.monotonic()
         version = run.wait_until_serving(ollama)
@@ -419,6 +455,9 @@ def serve_and_stop(run: AppRun, ollama: int, lmstudio: int, *, every_api: bool,
         step("  chat through the Ollama API: ok")
         where = run.check_runner_is_bundled()
         step(f"  the chat ran on the bundled {where}")
+        if family:
+            chat_with_family_template(ollama)
+            step("  chat with a family template from the bundle: ok")
         if every_api:
             chat_openai_stream(lmstudio)
             step("  streamed chat through the OpenAI API: ok")
@@ -456,11 +495,12 @@ def selftest(exe: Path, model: Path | None, gui: str) -> None:
         step(f"testing {exe} (bundle {bundle_root(exe)})")
         step(f"--version: {check_version(exe, env)}")
         model = model or make_model(folder)
-        config, ollama, lmstudio = write_config(folder, model)
+        family = make_family_model(folder)
+        config, ollama, lmstudio = write_config(folder, model, family)
         step(f"headless on ports {ollama} (Ollama) and {lmstudio} (OpenAI/LM Studio)")
         serve_and_stop(AppRun(exe, ["--headless", "--config", str(config)], env,
                               folder / "headless.out", folder / "logs"),
-                       ollama, lmstudio, every_api=True)
+                       ollama, lmstudio, every_api=True, family=family is not None)
         if not gui_wanted(gui):
             step("desktop mode skipped: no display (set DISPLAY or pass --gui yes)")
             return

@@ -1,12 +1,15 @@
 """Take the docs' window screenshots from a real Service with a tiny model, offscreen.
 
 Usage: python scripts/screenshots.py [--out docs/images] [--meters-seconds 62]
+                                     [--only library settings logs meters chat]
 
-Starts the Service on a qasync loop with a generated tiny model (and the demo model when it
-is in the app's models folder), loads the models through the library window so runner logs
-flow, sends a few chats (and, for the meters, about a minute of bursts of generation), then
-saves library.png, settings.png, logs.png and meters.png. The user's config, caches, window
-geometry and model stores are never touched: everything lives in a temporary folder.
+Starts the Service on a qasync loop with a generated tiny model (and the demo model, SmolLM2,
+when it is in the app's models folder or the demo cache), loads the models through the
+library window so runner logs flow, sends a few chats (and, for the meters, about a minute
+of bursts of generation), then saves library.png, settings.png, logs.png and meters.png, and
+chat.png: the library's "Try it" panel with the demo model's answer to a question. The
+user's config, caches, window geometry and model stores are never touched: everything lives
+in a temporary folder.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -31,11 +35,14 @@ from PySide6.QtWidgets import QApplication, QWidget
 from llamarunner import paths
 from llamarunner.config import ConfigStore
 from llamarunner.core.service import Service
-from llamarunner.demo import DEMO_FILE_NAME, DEMO_MODEL_NAME
+from llamarunner.demo import DEMO_MODEL_NAME, DEMO_MODELS, demo_cache_dir
 from llamarunner.runtime.resolver import resolve_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tiny-chat"
+PICTURES = ("library", "settings", "logs", "meters", "chat")
+# Two questions, so the picture shows a conversation (answers chosen by SmolLM2 at temperature 0).
+CHAT_QUESTIONS = ("Name three colors.", "What color is the sky?")
 T = TypeVar("T")
 
 
@@ -132,7 +139,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--meters-seconds", type=float, default=62.0,
                         help="how long the meters record before their picture (default 62)")
+    parser.add_argument("--only", nargs="+", choices=PICTURES, default=list(PICTURES),
+                        metavar="PICTURE",
+                        help=f"take only these pictures ({', '.join(PICTURES)})")
     args = parser.parse_args()
+    wanted = set(args.only)
+    meters_seconds = args.meters_seconds if "meters" in wanted else 0.0
     # No screen needed, and the same pictures on every machine.
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out: Path = args.out.resolve()
@@ -140,10 +152,15 @@ def main() -> int:
 
     # Found before the environment is redirected to the temporary folder below.
     runtime = resolve_runtime("llama-server")
-    demo_file = paths.models_dir() / DEMO_FILE_NAME
-    demo = demo_file if demo_file.is_file() else None
-    if demo is None:
-        print(f"demo model not found at {demo_file}: only the tiny model is shown")
+    demo_name = DEMO_MODELS[DEMO_MODEL_NAME].file_name
+    candidates = (paths.models_dir() / demo_name, demo_cache_dir() / demo_name)
+    demo_found = next((path for path in candidates if path.is_file()), None)
+    if demo_found is None:
+        print(f"demo model not found at {candidates[0]} or {candidates[1]}: only the tiny "
+              "model is shown (install it with `llamarunner demo`)")
+        if "chat" in wanted:
+            print("skipping chat.png: it shows the demo model's answer")
+            wanted.discard("chat")
 
     with tempfile.TemporaryDirectory(prefix="llamarunner-shots-") as tmp_name:
         tmp = Path(tmp_name)
@@ -155,12 +172,22 @@ def main() -> int:
 
         (tmp / "models").mkdir()
         tiny = write_tiny_gguf(tmp / "models" / "tiny-chat.gguf", name=TINY)
+        demo = None
+        if demo_found is not None:
+            # A folder of its own, so the folder source lists the demo model and nothing else.
+            demo = tmp / "demo-models" / demo_name
+            demo.parent.mkdir()
+            # A hard link or a copy: folder scans do not follow links that leave the folder.
+            try:
+                os.link(demo_found, demo)
+            except OSError:
+                shutil.copyfile(demo_found, demo)
         config_path = write_config(tmp, runtime, tiny, demo)
-        return take(out, tmp, config_path, demo is not None, args.meters_seconds)
+        return take(out, tmp, config_path, demo is not None, meters_seconds, wanted)
 
 
-def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_seconds: float
-         ) -> int:
+def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_seconds: float,
+         wanted: set[str]) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     for scope_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
@@ -180,7 +207,7 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_second
         print(f"listener problems: {errors}")
     bridge = ServiceBridge(service)
     windows: list[QWidget] = []
-    meters = Meters.start(service, meters_seconds)
+    meters = Meters.start(service, meters_seconds) if "meters" in wanted else None
     try:
         library = LibraryWindow(service, bridge)
         settings = SettingsWindow(service, bridge)
@@ -198,14 +225,19 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_second
         pump.run(workload(service, names, meters_seconds if meters else 0))
 
         library.select(TINY)
-        save(library, QSize(1180, 720), out, "library", pump)
-        save(settings, QSize(860, 450), out, "settings", pump)
-        logs.show_runner(TINY)
-        save(logs, QSize(1180, 640), out, "logs", pump)
+        if "library" in wanted:
+            save(library, QSize(1180, 720), out, "library", pump)
+        if "settings" in wanted:
+            save(settings, QSize(860, 450), out, "settings", pump)
+        if "logs" in wanted:
+            logs.show_runner(TINY)
+            save(logs, QSize(1180, 640), out, "logs", pump)
         if meters is not None:
             window = meters.window()
             windows.append(window)
             save(window, QSize(900, 720), out, "meters", pump)
+        if "chat" in wanted:
+            save_chat(library, out, pump)
     finally:
         for window in windows:
             window.hide()
@@ -217,6 +249,33 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_second
             loop.close()
         asyncio.set_event_loop(None)
     return 0
+
+
+def save_chat(library: Any, out: Path, pump: Pump) -> None:
+    """The "Try it" panel after the demo model answered a question, streamed as in the app."""
+    library.resize(QSize(1000, 760))
+    library.show()
+    library.select(DEMO_MODEL_NAME)
+    library.tabs.setCurrentWidget(library.chat)
+    library.splitter.setSizes([230, 530])
+    panel = library.chat
+    outcomes: list[str] = []
+    panel.finished.connect(outcomes.append)
+    panel.temperature_spin.setValue(0.0)
+    panel.max_tokens_spin.setValue(256)
+    for count, question in enumerate(CHAT_QUESTIONS, 1):
+        panel.input.setPlainText(question)
+        pump.call(panel.send)
+        pump.until(lambda n=count: len(outcomes) >= n, 120, "the demo model's answer")
+        turn = panel.turns[-1]
+        if outcomes[-1] != "done":
+            raise RuntimeError(f"the chat for chat.png failed: {turn.error or outcomes[-1]}")
+    pump.sleep(0.3)  # layouts, fonts and the first paint settle
+    target = out / "chat.png"
+    if not panel.grab().save(str(target)):
+        raise RuntimeError(f"could not write {target}")
+    print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}: "
+          f"{[t.answer for t in panel.turns]!r}")
 
 
 async def workload(service: Service, names: list[str], seconds: float) -> None:

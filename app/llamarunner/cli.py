@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from . import __version__, paths
 from .config import ConfigError, ConfigStore, default_config_path
 from .core.logging_setup import configure_logging
+from .demo import DEFAULT_DEMO, DEMO_MODELS
 
 if TYPE_CHECKING:
     from .integration.autostart import Autostart
@@ -106,10 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true",
                         help="print the findings as JSON")
 
-    demo = sub.add_parser("demo", help="the demo model (Gemma 3 270M)", parents=common)
+    demo = sub.add_parser("demo", help="the demo models (SmolLM2 135M Instruct, Gemma 3 270M)",
+                          parents=common)
     demo_sub = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
-    demo_sub.add_parser("install", help="write the demo model into the app's models folder",
-                        parents=common)
+    demo_install = demo_sub.add_parser(
+        "install", help="write a demo model into the app's models folder", parents=common)
+    demo_install.add_argument("--model", default=DEFAULT_DEMO, choices=sorted(DEMO_MODELS),
+                              metavar="NAME",
+                              help=f"which demo model: {', '.join(sorted(DEMO_MODELS))} "
+                                   f"(default: {DEFAULT_DEMO})")
 
     config = sub.add_parser("config", help="the configuration file", parents=common)
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -211,8 +217,31 @@ def _models_command(config_path: Path) -> int:
     return 0
 
 
+def _doctor_command(args: argparse.Namespace, config_path: Path) -> int:
+    import asyncio
+    import json
+
+    from .doctor import diagnose, format_report, target_from_config
+
+    try:
+        config = ConfigStore(config_path).load()
+    except ConfigError as exc:
+        print(f"{exc}\nllamarunner: the doctor reads the app's ports and key from this file; "
+              "fix it first", file=sys.stderr)
+        return 2
+    target = target_from_config(config, str(config_path))
+    report = asyncio.run(diagnose(target, args.model))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif report.running:
+        print(format_report(report))
+    else:
+        print(f"llamarunner: {format_report(report)}", file=sys.stderr)
+    return report.exit_code()
+
+
 def _demo_command(name: str) -> int:
-    from .demo import DEMO_MODELS, DemoUnavailableError, install_demo_model
+    from .demo import DemoUnavailableError, install_demo_model
 
     target_dir = paths.models_dir()
     print(f"demo model: preparing {DEMO_MODELS[name].title} in {target_dir} ...", flush=True)

@@ -260,8 +260,8 @@ async def test_errors_in_ollama_shape(running) -> None:
 
 async def test_openai_routes_on_the_ollama_port(running) -> None:
     status, body, _ = await raw(running, "GET", "/v1/models")
-    assert status == 200 and {m["id"] for m in json.loads(body)["data"]} == {"tiny",
-                                                                             "embedder"}
+    assert status == 200 and {m["id"] for m in json.loads(body)["data"]} == {
+        "tiny:latest", "embedder:latest"}  # named as Ollama's own /v1/models names them
     status, body, ctype = await raw(running, "POST", "/v1/chat/completions", {
         "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
         "stream": True})

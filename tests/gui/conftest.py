@@ -171,6 +171,10 @@ class RecordingWindows:
         self.shown.append("meters")
         return None
 
+    def show_doctor(self) -> QWidget | None:
+        self.shown.append("doctor")
+        return None
+
 
 @pytest.fixture
 def recording_windows() -> RecordingWindows:

@@ -98,17 +98,19 @@ def test_menu_has_every_entry_and_routes_them(qt_driver: QtDriver, gui_service: 
         ("Settings…", True, True),
         ("Logs…", True, True),
         ("Meters…", True, True),
+        ("Check clients…", True, True),
         ("Start at login", False, True),  # a development run has no installed app
         ("", True, True),
         ("About LlamaRunner Pro", True, True),
         ("Quit", True, True),
     ]
     assert tray.autostart_action.isCheckable()
-    for action in tray.menu.actions()[3:7]:
+    for action in tray.menu.actions()[3:8]:
         action.trigger()
     tray.activated.emit(QSystemTrayIcon.ActivationReason.Trigger)  # left click
     tray.activated.emit(QSystemTrayIcon.ActivationReason.Context)  # right click: menu only
-    assert recording_windows.shown == ["library", "settings", "logs", "meters", "library"]
+    assert recording_windows.shown == ["library", "settings", "logs", "meters", "doctor",
+                                       "library"]
     quits: list[bool] = []
     tray.quit_requested.connect(lambda: quits.append(True))
     tray.menu.actions()[-1].trigger()

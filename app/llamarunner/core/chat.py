@@ -252,11 +252,10 @@ async def stream_chat(
     ``contextlib.aclosing`` so the same happens at once.
     """
     try:
-        body = chat_request(model, messages, system=system, temperature=temperature,
-                            max_tokens=max_tokens)
         name = backend.resolve_model(model)
         backend.require_chat(name, model)
-        body["model"] = name
+        body = chat_request(name, messages, system=system, temperature=temperature,
+                            max_tokens=max_tokens)
         lease = await backend.manager.acquire(name)
     except LlamaRunnerError as exc:
         yield ChatError(exc.message, exc.code)

@@ -39,6 +39,14 @@ def is_chat_refusal(message: str, code: str | None) -> bool:
     return code == "chat_not_supported" or "cannot chat" in message
 
 
+def problem_text(message: str, code: str | None) -> str:
+    """The error as the report shows it: the message and its code, without the server's own
+    advice where the report gives a fix of its own (a chat refusal)."""
+    if is_chat_refusal(message, code):
+        message = message.split(". ", 1)[0]
+    return f"{message} ({code})" if code else message
+
+
 def fix_for(status: int, message: str, code: str | None, *, path: str, target: Target,
             model: str | None) -> str:
     """What the user should do about an error answer on `path`."""
@@ -49,7 +57,7 @@ def fix_for(status: int, message: str, code: str | None, *, path: str, target: T
         return (f"the app refused this client's Host or Origin: add the name to "
                 f"security.allowed_hosts (or the origin to security.cors_origins) in {config}")
     if status == 404:
-        if code == "model_not_found" or (bool(model) and "not found" in message):
+        if code == "model_not_found" or (model and model in message and "not found" in message):
             return ("pick a model that `llamarunner models` lists (`llamarunner doctor --model "
                     "NAME`)")
         return (f"this server does not serve {path}: another program (Ollama or LM Studio "

@@ -35,12 +35,17 @@ async def diagnose(target: Target, model: str | None = None, *,
         async with new_session() as own:
             return await diagnose(target, model, clients=clients, session=own)
     apis = tuple(describe(e) for e in target.endpoints())
+    if not any(e.url for e in target.endpoints()):
+        return Report(apis=apis, problem="; ".join(e.problem for e in target.endpoints()),
+                      fix="; ".join(e.fix for e in target.endpoints()))
     probe = Probe(session, target, model)
     reachable = [e for e in target.endpoints() if await probe.reachable(e)]
     if not reachable:
         return Report(apis=apis, problem=not_running_message(target), running=False)
     notes: list[str] = []
-    if model is None:
+    if model is not None:
+        model = strip_latest(model)  # the app's own names have no tag
+    else:
         try:
             model = await choose_model(probe, reachable, notes)
         except StepFailed as failed:
@@ -49,7 +54,7 @@ async def diagnose(target: Target, model: str | None = None, *,
                           fix=failed.fix, notes=tuple(notes))
         if model is None:
             return Report(apis=apis, problem="the app lists no models", fix=NO_MODELS_FIX)
-        probe.model = model
+    probe.model = model
     results = [await _run(name, check, Replay(probe, model)) for name, check in clients]
     return Report(tuple(results), model=model, apis=apis, notes=tuple(notes))
 

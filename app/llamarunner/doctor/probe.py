@@ -8,7 +8,7 @@ from typing import Any, Final
 import aiohttp
 
 from .. import __version__
-from .advice import error_details, fix_for
+from .advice import error_details, fix_for, problem_text
 from .target import Endpoint, Target
 from .wire import FramingError, SSEStream, parse_ndjson, parse_sse
 
@@ -80,10 +80,9 @@ class Probe:
                              "look at the app's log for an error at this time") from exc
         if status != 200:
             message, code = error_details(data)
-            shown = f"{message} ({code})" if code else message
-            raise StepFailed(step, shown, fix_for(status, message, code, path=path,
-                                                  target=self.target, model=self.model),
-                             status)
+            fix = fix_for(status, message, code, path=path, target=self.target,
+                          model=self.model)
+            raise StepFailed(step, problem_text(message, code), fix, status)
         return data
 
     def _connect_fix(self, endpoint: Endpoint) -> str:

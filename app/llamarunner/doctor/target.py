@@ -127,7 +127,7 @@ def target_from_config(config: Config, config_path: str, *,
         lmstudio=endpoint(LMSTUDIO, config.proxies.get(LMSTUDIO), config_path,
                           ports.get(LMSTUDIO)),
         api_key=key, key_source=source, key_missing=missing, config_path=config_path,
-        read_timeout=max(read_timeout, 30.0),
+        read_timeout=read_timeout,
     )
 
 

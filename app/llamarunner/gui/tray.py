@@ -42,6 +42,7 @@ class WindowOpener(Protocol):
     def show_settings(self) -> QWidget | None: ...
     def show_logs(self) -> QWidget | None: ...
     def show_meters(self) -> QWidget | None: ...
+    def show_doctor(self) -> QWidget | None: ...
 
 
 def compute_state(runner_states: Iterable[str], *, listener_error: bool,
@@ -104,6 +105,10 @@ class TrayIcon(QSystemTrayIcon):
         self._logs_action.triggered.connect(lambda: windows.show_logs())
         self._meters_action = QAction("Meters…", self)
         self._meters_action.triggered.connect(lambda: windows.show_meters())
+        self._doctor_action = QAction("Check clients…", self)
+        self._doctor_action.setToolTip("Check that each client (Copilot, Open WebUI, JetBrains, "
+                                       "Continue, the OpenAI SDK) works with this app")
+        self._doctor_action.triggered.connect(lambda: windows.show_doctor())
         self._autostart_action = QAction("Start at login", self)
         self._autostart_action.setCheckable(True)
         self._autostart_action.toggled.connect(self.set_autostart)
@@ -140,6 +145,11 @@ class TrayIcon(QSystemTrayIcon):
     def autostart_action(self) -> QAction:
         """The "Start at login" toggle (see `set_autostart`)."""
         return self._autostart_action
+
+    @property
+    def doctor_action(self) -> QAction:
+        """The "Check clients…" action: opens the doctor's window and runs a check."""
+        return self._doctor_action
 
     @property
     def about_action(self) -> QAction:
@@ -199,7 +209,7 @@ class TrayIcon(QSystemTrayIcon):
         menu.addSeparator()
         self.sync_autostart_action()
         for action in (self._library_action, self._settings_action, self._logs_action,
-                       self._meters_action, self._autostart_action):
+                       self._meters_action, self._doctor_action, self._autostart_action):
             menu.addAction(action)
         menu.addSeparator()
         menu.addAction(self._about_action)

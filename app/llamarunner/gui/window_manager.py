@@ -30,6 +30,7 @@ _WINDOWS: dict[str, tuple[str, str, str]] = {
     "settings": ("settings", "SettingsWindow", "Settings"),
     "logs": ("logs", "LogsWindow", "Logs"),
     "meters": ("meters", "MetersWindow", "Meters"),
+    "doctor": ("doctor", "DoctorWindow", "Check clients"),
 }
 
 
@@ -42,7 +43,7 @@ def app_settings() -> QSettings:
 
 
 class WindowManager(QObject):
-    """Owns the library, settings, logs and meters windows.
+    """Owns the library, settings, logs, meters and "Check clients" windows.
 
     Windows are built on first `show_*()` so the tray starts fast and a window module that
     is broken or missing only costs its own menu entry (a dialog says so) instead of the
@@ -82,6 +83,14 @@ class WindowManager(QObject):
 
     def show_meters(self) -> QWidget | None:
         return self.show("meters")
+
+    def show_doctor(self) -> QWidget | None:
+        """Show the "Check clients" window and start a check (each time it is asked for)."""
+        window = self.show("doctor")
+        start = getattr(window, "run_checks", None)
+        if callable(start):
+            start()
+        return window
 
     def window(self, name: str) -> QWidget | None:
         """The window if it was built already (it may be hidden)."""

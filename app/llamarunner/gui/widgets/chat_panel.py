@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _TEMPERATURE_DEFAULT: Final = -0.1
 DEFAULT_MAX_TOKENS: Final = 1024
 _MUTED_COLOR: Final = "#6b6b6b"
+_USER_COLOR: Final = "#1565c0"
 _PLACEHOLDER: Final = "Message (Enter sends, Shift+Enter starts a new line)"
 
 
@@ -360,7 +361,8 @@ class ChatPanel(QWidget):
         return fmt
 
     def _write_question(self, turn: ChatTurn) -> None:
-        self._write_block("You", self._format(bold=True), spaced=bool(self.turns[:-1]))
+        self._write_block("You", self._format(_USER_COLOR, bold=True),
+                          spaced=bool(self.turns[:-1]))
         self._write_block(turn.prompt, self._format())
         self._write_block(turn.model, self._format(bold=True), spaced=True)
         self._stream_kind = None
@@ -371,7 +373,8 @@ class ChatPanel(QWidget):
             self._stream_kind = kind
             fmt = (self._format(_MUTED_COLOR, italic=True) if kind == "reasoning"
                    else self._format())
-            self._write_block(text.lstrip("\n") if kind == "answer" else text, fmt)
+            # Answers often open with a space or line break the transcript does not need.
+            self._write_block(text.lstrip(), fmt)
             return
         self._append(text, None)
 

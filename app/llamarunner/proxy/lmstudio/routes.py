@@ -16,6 +16,7 @@ from aiohttp import web
 from ...config.schema import ArgValue
 from ...core.errors import (
     BadRequestError,
+    FeatureNotEnabledError,
     LlamaRunnerError,
     ModelNotFoundError,
     QueueFullError,
@@ -27,21 +28,23 @@ from ...runner.state import RunnerState
 from ...runtime.resolver import RuntimeNotFoundError, find_runtime
 from ..body import read_json_object, required_model
 from ..errors import openai_error
-from ..openai import routes as openai_routes
 from ..relay import (
     first_byte_deadline,
     first_chunk,
     open_upstream,
+    relay_openai,
     sse_error_event,
     upstream_error_message,
 )
 from .backend import LMSTUDIO_BACKEND, LMStudioBackend
+from .request_fields import echo_load_config, requested_ttl
 from .stats import requested_max_tokens
 from .views import (
     CompletionContext,
     StreamAnnotator,
     load_response,
     model_info,
+    model_type,
     runtime_name,
     served_context,
     v0_model,
@@ -176,19 +179,25 @@ async def v0_model_info(request: web.Request) -> web.Response:
 
 
 async def v0_chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _v0_generation(request, "/v1/chat/completions")
+    return await _v0_generation(request, "/v1/chat/completions", chat=True)
 
 
 async def v0_completions(request: web.Request) -> web.StreamResponse:
-    return await _v0_generation(request, "/v1/completions")
+    return await _v0_generation(request, "/v1/completions", chat=False)
 
 
-async def _v0_generation(request: web.Request, path: str) -> web.StreamResponse:
+async def _v0_generation(request: web.Request, path: str, *, chat: bool
+                         ) -> web.StreamResponse:
     """Relay to llama-server like /v1 does, adding stats, model_info and runtime."""
     backend = request.app[LMSTUDIO_BACKEND]
     raw, data = await read_json_object(request)
-    name = backend.resolve_model(required_model(data))
-    async with await backend.manager.acquire(name) as lease:
+    requested = required_model(data)
+    name = backend.resolve_model(requested)
+    ttl = requested_ttl(data)
+    if chat:
+        backend.require_chat(name, requested)
+    lease = await backend.manager.acquire(name)
+    try:
         deadline = first_byte_deadline(lease)
         upstream = await open_upstream(backend.http, lease, path, raw, deadline)
         try:
@@ -208,6 +217,25 @@ async def _v0_generation(request: web.Request, path: str) -> web.StreamResponse:
         finally:
             # Closing an unfinished response tells llama-server to stop generating.
             upstream.close()
+    finally:
+        lease.release(ttl)
+
+
+async def v0_embeddings(request: web.Request) -> web.StreamResponse:
+    """Exactly /v1/embeddings (LM Studio adds no stats to embeddings), plus ``ttl``."""
+    backend = request.app[LMSTUDIO_BACKEND]
+    raw, data = await read_json_object(request)
+    name = backend.resolve_model(required_model(data))
+    ttl = requested_ttl(data)
+    if not backend.models()[name].serves_embeddings:
+        raise FeatureNotEnabledError(
+            f"model '{name}' does not serve embeddings; add \"embedding\": true to its "
+            "args in the config")
+    lease = await backend.manager.acquire(name)
+    try:
+        return await relay_openai(request, backend.http, lease, "/v1/embeddings", raw)
+    finally:
+        lease.release(ttl)
 
 
 def _annotated_json(body: bytes, context: CompletionContext) -> web.Response:
@@ -303,13 +331,17 @@ async def v1_load(request: web.Request) -> web.Response:
     _, data = await read_json_object(request)
     name = backend.resolve_model(required_model(data))
     overrides = load_overrides(data, backend.models()[name].args)
+    ttl = requested_ttl(data)
+    echo = echo_load_config(data)
     lease = await backend.manager.acquire(name, overrides)
     try:
         args = lease.runner.effective_args()
     finally:
-        lease.release()
-    return web.json_response(
-        load_response(name, args, backend.metadata_for(name), lease.load_wait))
+        lease.release(ttl)
+    embedding = model_type(backend.capabilities_for(name)) == "embeddings"
+    return web.json_response(load_response(
+        name, args, backend.metadata_for(name), lease.load_wait, embedding=embedding,
+        echo_config=echo))
 
 
 async def v1_unload(request: web.Request) -> web.Response:
@@ -339,8 +371,7 @@ def add_lmstudio_routes(app: web.Application) -> None:
     app.router.add_get("/api/v0/models/{model:.+}", _v0_errors(v0_model_info))
     app.router.add_post("/api/v0/chat/completions", _v0_errors(v0_chat_completions))
     app.router.add_post("/api/v0/completions", _v0_errors(v0_completions))
-    # LM Studio answers embeddings exactly like /v1/embeddings: no stats for them.
-    app.router.add_post("/api/v0/embeddings", _v0_errors(openai_routes.embeddings))
+    app.router.add_post("/api/v0/embeddings", _v0_errors(v0_embeddings))
     app.router.add_get("/api/v1/models", _v1_errors(v1_models))
     app.router.add_post("/api/v1/models/load", _v1_errors(v1_load))
     app.router.add_post("/api/v1/models/unload", _v1_errors(v1_unload))

@@ -21,6 +21,7 @@ __all__ = [
     "CompletionContext",
     "StreamAnnotator",
     "bits_per_weight",
+    "load_config",
     "load_response",
     "model_info",
     "model_type",
@@ -165,14 +166,57 @@ def v1_model(name: str, meta: GGUFMetadata | None, *, capabilities: Sequence[str
     return entry
 
 
+# llama-server's default logical batch size (--batch-size), LM Studio's eval_batch_size.
+_DEFAULT_BATCH: Final = 2048
+_ON: Final = frozenset({"on", "true", "1", "enabled"})
+_OFF: Final = frozenset({"off", "false", "0", "disabled"})
+
+
+def _switch(value: ArgValue) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.lower()
+        return True if text in _ON else False if text in _OFF else None
+    return None
+
+
+def load_config(args: Mapping[str, ArgValue], meta: GGUFMetadata | None, *,
+                embedding: bool) -> dict[str, Any]:
+    """The configuration a loaded instance runs with, in LM Studio's ``load_config`` terms.
+
+    ``context_length`` always (when known); for LLMs also ``eval_batch_size`` (the batch
+    size llama-server uses), and ``flash_attention``/``offload_kv_cache_to_gpu`` when the
+    model's args decide them.
+    """
+    config = _instance_config(args, meta)
+    if embedding:
+        return config
+    batch = args.get("batch-size", args.get("b"))
+    config["eval_batch_size"] = (batch if isinstance(batch, int) and not isinstance(batch, bool)
+                                 and batch > 0 else _DEFAULT_BATCH)
+    flash = _switch(args.get("flash-attn", args.get("fa")))
+    if flash is not None:
+        config["flash_attention"] = flash
+    if args.get("no-kv-offload") is True or args.get("nkvo") is True:
+        config["offload_kv_cache_to_gpu"] = False
+    return config
+
+
 def load_response(name: str, args: Mapping[str, ArgValue], meta: GGUFMetadata | None,
-                  load_time: float) -> dict[str, Any]:
-    """/api/v1/models/load's answer: the instance, the config it runs with, the load time."""
-    return {
-        "model_instance_id": name,
-        "config": _instance_config(args, meta),
+                  load_time: float, *, embedding: bool = False,
+                  echo_config: bool = False) -> dict[str, Any]:
+    """/api/v1/models/load's answer: the instance's type and id, the load time, and (with
+    ``echo_load_config``) the configuration it runs with."""
+    response: dict[str, Any] = {
+        "type": "embedding" if embedding else "llm",
+        "instance_id": name,
         "load_time_seconds": round(load_time, 3),
+        "status": "loaded",
     }
+    if echo_config:
+        response["load_config"] = load_config(args, meta, embedding=embedding)
+    return response
 
 
 def v1_error(message: str, *, status: int, code: str | None = None,

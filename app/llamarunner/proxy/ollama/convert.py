@@ -17,27 +17,42 @@ from .options import (
     response_format_from,
     sampling_from_options,
 )
+from .prompt import TemplateError, Thinking, render_prompt
 
 __all__ = [
     "CHAT_PATH",
     "COMPLETION_PATH",
     "DEFAULT_MEDIA_MARKER",
     "EMBEDDINGS_PATH",
+    "EMBED_CANNOT_FIT",
+    "EMBED_TOO_LONG",
     "INFILL_PATH",
+    "MAX_TOP_LOGPROBS",
     "RAW_ARGUMENTS_KEY",
+    "SPECIAL_TOKEN_ROOM",
     "EmbedPlan",
+    "batch_limit_from_error",
     "chat_response_to_ollama",
     "chat_to_openai",
+    "chat_to_upstream",
+    "completion_prompt_parts",
     "done_reason_from",
     "durations_from_timings",
     "embed_response_to_ollama",
     "embed_to_upstream",
+    "embed_token_limit",
     "embeddings_response_to_ollama",
     "embeddings_to_upstream",
+    "fit_tokens",
+    "fits_untokenized",
     "generate_response_to_ollama",
     "generate_to_upstream",
     "image_data_uri",
     "load_only_reply",
+    "logprobs_requested",
+    "logprobs_to_ollama",
+    "needs_chat_prompt",
+    "request_context",
     "tool_calls_from_openai",
 ]
 
@@ -208,6 +223,75 @@ def _think_fields(think: object) -> Body:
     )
 
 
+# --- log probabilities -------------------------------------------------------------------
+
+MAX_TOP_LOGPROBS: Final = 20
+
+
+def logprobs_requested(req: Mapping[str, Any], struct: str) -> int | None:
+    """How many alternatives per token a request wants with its log probabilities.
+
+    ``None`` when ``logprobs`` is not true; else ``top_logprobs`` (0..20, 0 = only the
+    chosen token). Ollama checks the range even without ``logprobs``, with this message.
+    """
+    wanted = _bool_field(req, "logprobs", struct)
+    top = _int_field(req, "top_logprobs", struct)
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise OllamaRequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return top if wanted else None
+
+
+def _logprob_fields(top: int | None, *, native: bool) -> Body:
+    if top is None:
+        return {}
+    # Asked for zero alternatives, llama-server sends no log probabilities at all: ask for
+    # one and leave it out of the answer (logprobs_to_ollama).
+    count = max(top, 1)
+    return {"n_probs": count} if native else {"logprobs": True, "top_logprobs": count}
+
+
+def _token_logprob(entry: Mapping[str, Any]) -> Body:
+    logprob = entry.get("logprob")
+    item: Body = {
+        "token": _text(entry.get("token")),
+        "logprob": float(logprob) if isinstance(logprob, int | float)
+        and not isinstance(logprob, bool) else 0.0,
+    }
+    raw = entry.get("bytes")
+    if isinstance(raw, list) and raw and all(isinstance(b, int) for b in raw):
+        item["bytes"] = list(raw)
+    return item
+
+
+def logprobs_to_ollama(entries: object, top: int) -> list[Body]:
+    """llama-server's per-token log probabilities as Ollama's ``logprobs`` list.
+
+    ``entries`` is an OpenAI ``logprobs.content`` list or the native
+    ``completion_probabilities`` (both ``{token, logprob, bytes, top_logprobs}``); each
+    becomes ``{token, logprob, bytes, top_logprobs}`` with at most ``top`` alternatives,
+    and without ``top_logprobs`` when ``top`` is 0 (Go's omitempty).
+    """
+    out: list[Body] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        item = _token_logprob(entry)
+        alternatives = entry.get("top_logprobs")
+        if top > 0 and isinstance(alternatives, list):
+            item["top_logprobs"] = [_token_logprob(alt) for alt in alternatives[:top]
+                                    if isinstance(alt, Mapping)]
+        out.append(item)
+    return out
+
+
+def _logprob_entries(resp: Mapping[str, Any]) -> object:
+    """The per-token entries of an OpenAI choice or a native completion (or chunk)."""
+    if "choices" in resp:
+        logprobs = _first_choice(resp).get("logprobs")
+        return logprobs.get("content") if isinstance(logprobs, Mapping) else None
+    return resp.get("completion_probabilities")
+
+
 # --- chat request ------------------------------------------------------------------------
 
 def _arguments_object(value: object) -> Mapping[str, Any]:
@@ -307,9 +391,9 @@ def chat_to_openai(req: Mapping[str, Any], *, model: str) -> Body:
     ``tool`` messages are matched to by ``tool_call_id`` or ``tool_name``, assistant
     ``thinking`` is sent back as ``reasoning_content``, ``format`` becomes
     ``response_format``, ``think`` becomes ``chat_template_kwargs.enable_thinking`` (plus
-    ``reasoning_effort`` for levels and for false), and ``options`` become sampling fields.
-    ``keep_alive`` is the route's business (see ``parse_keep_alive``); ``logprobs``,
-    ``truncate`` and ``shift`` are accepted and ignored.
+    ``reasoning_effort`` for levels and for false), ``options`` become sampling fields and
+    ``logprobs``/``top_logprobs`` OpenAI's. ``keep_alive`` is the route's business (see
+    ``parse_keep_alive``); ``truncate`` and ``shift`` are accepted and ignored.
     """
     req = _require_object(req, "api.ChatRequest")
     messages = _list_field(req, "messages", "ChatRequest", "[]api.Message")
@@ -326,7 +410,42 @@ def chat_to_openai(req: Mapping[str, Any], *, model: str) -> Body:
     if tools:
         body["tools"] = [dict(_require_object(t, "api.Tool")) for t in tools]
     body.update(_think_fields(req.get("think")))
+    body.update(_logprob_fields(logprobs_requested(req, "ChatRequest"), native=False))
     return body
+
+
+def _rendered(source: str, **values: Any) -> str:
+    try:
+        return render_prompt(source, **values)
+    except TemplateError as exc:
+        raise OllamaRequestError(f"template: {exc}") from None
+
+
+def chat_to_upstream(req: Mapping[str, Any], *, model: str) -> tuple[str, Body]:
+    """An Ollama ``/api/chat`` body as ``(llama-server path, body)``.
+
+    Normally the chat completion of :func:`chat_to_openai`, where the model's own chat
+    template applies. A request with its own ``template`` (Go text/template, as Ollama
+    takes it) is rendered here and sent to the native ``/completion`` as it is: no chat
+    template on top, the answer read back as plain text (no tool-call or thinking parsing).
+    """
+    req = _require_object(req, "api.ChatRequest")
+    template = _str_field(req, "template", "ChatRequest")
+    if not template:
+        return CHAT_PATH, chat_to_openai(req, model=model)
+    chat_to_openai(req, model=model)  # the same checks of every field as a normal chat
+    messages = _list_field(req, "messages", "ChatRequest", "[]api.Message")
+    if any(isinstance(m, Mapping) and m.get("images") for m in messages):
+        raise OllamaRequestError("images are not supported together with template")
+    tools = [t for t in _list_field(req, "tools", "ChatRequest", "api.Tools")
+             if isinstance(t, Mapping)]
+    text = _rendered(template, messages=[m for m in messages if isinstance(m, Mapping)],
+                     tools=tools, thinking=Thinking.of(req.get("think")))
+    native: Body = {"prompt": text}
+    native.update(_common_fields(req, "ChatRequest", chat=False))
+    native.update(_native_format(req.get("format")))
+    native.update(_logprob_fields(logprobs_requested(req, "ChatRequest"), native=True))
+    return COMPLETION_PATH, native
 
 
 # --- generate request --------------------------------------------------------------------
@@ -363,8 +482,30 @@ def _raw_prompt(prompt: str, images: Sequence[object], media_marker: str) -> str
     return {"prompt_string": text, "multimodal_data": [data[n] for n in order]}
 
 
+def request_context(req: Mapping[str, Any]) -> list[int]:
+    """The ``context`` tokens of a generate request (those of an earlier answer), checked."""
+    context = _list_field(req, "context", "GenerateRequest", "[]int")
+    for token in context:
+        if isinstance(token, bool) or not isinstance(token, int):
+            raise go_type_error("GenerateRequest", "context", "int", token)
+    return context
+
+
+def needs_chat_prompt(req: Mapping[str, Any], *, can_chat: bool) -> bool:
+    """True when a generate request continues a ``context`` with the model's own chat
+    template: the route renders the prompt with the runner (``/apply-template``) and
+    passes it to :func:`generate_to_upstream` as ``chat_prompt``."""
+    return (can_chat and not req.get("raw") and not req.get("template")
+            and not req.get("suffix") and bool(req.get("context")))
+
+
+def _plain_text(system: str, prompt: str) -> str:
+    return f"{system}\n\n{prompt}" if system else prompt
+
+
 def generate_to_upstream(
-    req: Mapping[str, Any], *, model: str, media_marker: str = DEFAULT_MEDIA_MARKER
+    req: Mapping[str, Any], *, model: str, media_marker: str = DEFAULT_MEDIA_MARKER,
+    can_chat: bool = True, chat_prompt: str | None = None,
 ) -> tuple[str, Body]:
     """An Ollama ``/api/generate`` body as ``(llama-server path, body)``.
 
@@ -373,46 +514,75 @@ def generate_to_upstream(
     - ``raw: true``: llama.cpp's native ``/completion`` with the prompt untouched
       (images replace Ollama's ``[img-N]`` tags with ``media_marker``); ``suffix`` is
       ignored there, as Ollama ignores it in raw mode;
+    - ``template``: the request's own Go template, rendered here (``.System``,
+      ``.Prompt``, ``.Messages``; ``.Suffix`` with ``suffix``), to ``/completion``;
     - ``suffix``: the native ``/infill`` (``input_prefix``/``input_suffix``), which needs
-      a model with fill-in-the-middle tokens, like Ollama's "insert" capability.
+      a model with fill-in-the-middle tokens, like Ollama's "insert" capability;
+    - a model that cannot chat (``can_chat`` false): ``system`` and ``prompt`` as plain
+      text to ``/completion``;
+    - ``context`` (the tokens of an earlier answer): ``/completion`` with those tokens
+      first and this turn's text after them; for a model with a chat template the text is
+      ``chat_prompt``, which the route gets from the runner (see
+      :func:`needs_chat_prompt`).
 
-    Native replies (``content``, ``stop_type``, ``timings``) are read back by
-    :func:`generate_response_to_ollama` and the stream converter. ``template`` and
-    ``context`` are accepted and ignored (llama-server applies the model's own template;
-    ``context`` tokens are not replayed), except that raw mode refuses them, with
-    ``system``, exactly as Ollama does. An empty prompt only loads the model: answer it
-    with :func:`load_only_reply` instead of calling this.
+    ``/completion`` bodies that are not raw ask for the answer's tokens
+    (``return_tokens``), from which the reply's ``context`` is made. Native replies
+    (``content``, ``stop_type``, ``timings``) are read back by
+    :func:`generate_response_to_ollama` and the stream converter. Raw mode refuses
+    ``template``, ``system`` and ``context``, exactly as Ollama does. An empty prompt only
+    loads the model: answer it with :func:`load_only_reply` instead of calling this.
     """
     req = _require_object(req, "api.GenerateRequest")
     prompt = _str_field(req, "prompt", "GenerateRequest")
     suffix = _str_field(req, "suffix", "GenerateRequest")
     system = _str_field(req, "system", "GenerateRequest")
     template = _str_field(req, "template", "GenerateRequest")
-    context = _list_field(req, "context", "GenerateRequest", "[]int")
+    context = request_context(req)
     raw = bool(_bool_field(req, "raw", "GenerateRequest"))
     images = _list_field(req, "images", "GenerateRequest", "[]api.ImageData")
+    top = logprobs_requested(req, "GenerateRequest")
 
     if raw and (template or system or context):
         raise OllamaRequestError("raw mode does not support template, system, or context")
 
-    if raw or suffix:
+    if raw or suffix or template or not can_chat:
         # No chat template on these paths, so no thinking switch, but Ollama still
         # refuses a malformed "think" when it decodes the request.
         _think_fields(req.get("think"))
 
     if raw:
         body: Body = {"prompt": _raw_prompt(prompt, images, media_marker)}
-        body.update(_common_fields(req, "GenerateRequest", chat=False))
-        body.update(_native_format(req.get("format")))
+        body.update(_native_fields(req, top))
         return COMPLETION_PATH, body
+
+    if context and images:
+        raise OllamaRequestError("images are not supported together with context")
+    if context and suffix and not template:
+        raise OllamaRequestError("context is not supported together with suffix")
+
+    if template:
+        if suffix:
+            text = _rendered(template, prompt=prompt, suffix=suffix,
+                             thinking=Thinking.of(req.get("think")))
+        else:
+            turn = [{"role": "system", "content": system}] if system else []
+            turn.append({"role": "user", "content": prompt})
+            text = _rendered(template, messages=turn, thinking=Thinking.of(req.get("think")))
+        return COMPLETION_PATH, _continued(text, context, images, media_marker, req, top)
 
     if suffix:
         if images:
             raise OllamaRequestError("images are not supported together with suffix")
         body = {"input_prefix": prompt, "input_suffix": suffix}
-        body.update(_common_fields(req, "GenerateRequest", chat=False))
-        body.update(_native_format(req.get("format")))
+        body.update(_native_fields(req, top))
         return INFILL_PATH, body
+
+    if not can_chat:
+        text = _plain_text(system, prompt)
+        return COMPLETION_PATH, _continued(text, context, images, media_marker, req, top)
+
+    if context and chat_prompt is not None:
+        return COMPLETION_PATH, _continued(chat_prompt, context, [], media_marker, req, top)
 
     messages: list[Body] = []
     if system:
@@ -424,7 +594,42 @@ def generate_to_upstream(
     if response_format is not None:
         body["response_format"] = response_format
     body.update(_think_fields(req.get("think")))
+    body.update(_logprob_fields(top, native=False))
     return CHAT_PATH, body
+
+
+def _native_fields(req: Mapping[str, Any], top: int | None) -> Body:
+    body = _common_fields(req, "GenerateRequest", chat=False)
+    body.update(_native_format(req.get("format")))
+    body.update(_logprob_fields(top, native=True))
+    return body
+
+
+def _continued(text: str, context: Sequence[int], images: Sequence[object],
+               media_marker: str, req: Mapping[str, Any], top: int | None) -> Body:
+    """A ``/completion`` body for rendered text, after the ``context`` tokens if any.
+
+    llama-server reads a prompt list of token ids and strings as one sequence, and adds
+    BOS only when it starts with a string, so the context's own BOS is not doubled.
+    """
+    prompt: str | list[int | str] | Body = (
+        [*context, text] if context else _raw_prompt(text, images, media_marker))
+    body: Body = {"prompt": prompt}
+    body.update(_native_fields(req, top))
+    body["return_tokens"] = True
+    return body
+
+
+def completion_prompt_parts(body: Mapping[str, Any]) -> tuple[list[int], str] | None:
+    """(context tokens, text after them) of a ``/completion`` body made here; ``None``
+    for one with images, whose prompt cannot be given back as tokens."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [], prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], str):
+        tokens = [t for t in prompt[:-1] if isinstance(t, int)]
+        return tokens, prompt[-1]
+    return None
 
 
 def load_only_reply(
@@ -565,27 +770,42 @@ def _text(value: object) -> str:
 
 def chat_response_to_ollama(
     resp: Mapping[str, Any], *, model: str, created_at: str, total_ns: int, load_ns: int,
+    upstream: str = CHAT_PATH, top_logprobs: int | None = None,
 ) -> Body:
-    """A non-streamed llama-server chat completion as Ollama's ``ChatResponse``."""
-    choice = _first_choice(resp)
-    message = choice.get("message")
-    message = message if isinstance(message, Mapping) else {}
-    out_message: Body = {"role": "assistant", "content": _text(message.get("content"))}
-    thinking = _text(message.get("reasoning_content"))
-    if thinking:
-        out_message["thinking"] = thinking
-    tool_calls = tool_calls_from_openai(message.get("tool_calls"))
-    if tool_calls:
-        out_message["tool_calls"] = tool_calls
+    """A non-streamed llama-server reply as Ollama's ``ChatResponse``.
+
+    ``upstream`` is the path :func:`chat_to_upstream` chose: a chat completion, or the
+    native ``/completion`` of a request with its own template. ``top_logprobs`` (from
+    :func:`logprobs_requested`) adds ``logprobs`` when not ``None``.
+    """
+    if upstream == COMPLETION_PATH:
+        out_message: Body = {"role": "assistant", "content": _text(resp.get("content"))}
+        reason = done_reason_from(stop_type=resp.get("stop_type"))
+        usage: Mapping[str, Any] | None = _native_usage(resp)
+    else:
+        choice = _first_choice(resp)
+        message = choice.get("message")
+        message = message if isinstance(message, Mapping) else {}
+        out_message = {"role": "assistant", "content": _text(message.get("content"))}
+        thinking = _text(message.get("reasoning_content"))
+        if thinking:
+            out_message["thinking"] = thinking
+        tool_calls = tool_calls_from_openai(message.get("tool_calls"))
+        if tool_calls:
+            out_message["tool_calls"] = tool_calls
+        reason = done_reason_from(choice.get("finish_reason"))
+        usage = resp.get("usage")
     out: Body = {
         "model": model,
         "created_at": created_at,
         "message": out_message,
         "done": True,
-        "done_reason": done_reason_from(choice.get("finish_reason")),
+        "done_reason": reason,
     }
     out.update(durations_from_timings(
-        resp.get("timings"), resp.get("usage"), total_ns=total_ns, load_ns=load_ns))
+        resp.get("timings"), usage, total_ns=total_ns, load_ns=load_ns))
+    if top_logprobs is not None:
+        out["logprobs"] = logprobs_to_ollama(_logprob_entries(resp), top_logprobs)
     return out
 
 
@@ -596,13 +816,14 @@ def _native_usage(resp: Mapping[str, Any]) -> Body:
 
 def generate_response_to_ollama(
     resp: Mapping[str, Any], *, model: str, created_at: str, total_ns: int, load_ns: int,
-    upstream: str,
+    upstream: str, top_logprobs: int | None = None, context: Sequence[int] | None = None,
 ) -> Body:
     """A non-streamed llama-server reply as Ollama's ``GenerateResponse``.
 
     ``upstream`` is the path :func:`generate_to_upstream` chose: chat completions,
-    ``/v1/completions``, or the native ``/completion``/``/infill``. ``context`` is never
-    returned (there are no Ollama context tokens to give back).
+    ``/v1/completions``, or the native ``/completion``/``/infill``. ``context`` (the
+    tokens of prompt and answer, which the route works out) and ``logprobs`` (when
+    ``top_logprobs`` is not ``None``) are added when given.
     """
     thinking = ""
     usage: Mapping[str, Any] | None
@@ -627,8 +848,12 @@ def generate_response_to_ollama(
     if thinking:
         out["thinking"] = thinking
     out.update({"done": True, "done_reason": reason})
+    if context is not None:
+        out["context"] = list(context)
     out.update(durations_from_timings(
         resp.get("timings"), usage, total_ns=total_ns, load_ns=load_ns))
+    if top_logprobs is not None:
+        out["logprobs"] = logprobs_to_ollama(_logprob_entries(resp), top_logprobs)
     return out
 
 
@@ -737,6 +962,76 @@ def embed_response_to_ollama(
         if value:
             out[key] = value
     return out
+
+
+EMBED_TOO_LONG: Final = "the input length exceeds the context length"  # Ollama's 400
+EMBED_CANNOT_FIT: Final = "input after truncation exceeds maximum context length"
+
+# llama-server's defaults for the two batch sizes; an embedding input must fit in one
+# physical batch (it cannot be split across batches), and in the context.
+_DEFAULT_BATCH: Final = 2048
+_DEFAULT_UBATCH: Final = 512
+_LIMIT_FLAGS: Final = ((("ctx-size", "c"), None), (("batch-size", "b"), _DEFAULT_BATCH),
+                       (("ubatch-size", "ub"), _DEFAULT_UBATCH))
+# Every token covers at least one byte of text, besides the few special tokens a
+# tokenizer adds (BOS, EOS, CLS, SEP): text this much shorter than the limit fits.
+SPECIAL_TOKEN_ROOM: Final = 4
+_TOO_LARGE = re.compile(r"too large to process.*?current batch size: (\d+)", re.DOTALL)
+
+
+def _positive_arg(args: Mapping[str, object], names: Sequence[str]) -> int | None:
+    for name in names:
+        value = args.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def embed_token_limit(args: Mapping[str, object], slot_context: int | None) -> int | None:
+    """The most tokens one embedding input may have on a runner with these args.
+
+    The smallest of the slot's context (``n_ctx`` from ``/props``), ``ctx-size``, and the
+    logical and physical batch sizes (llama-server's defaults when not set). ``None``
+    when nothing is known.
+    """
+    limits = [slot_context] if slot_context and slot_context > 0 else []
+    for names, default in _LIMIT_FLAGS:
+        value = _positive_arg(args, names) or default
+        if value:
+            limits.append(value)
+    return min(limits) if limits else None
+
+
+def fits_untokenized(text: str, limit: int) -> bool:
+    """True when ``text`` surely fits in ``limit`` tokens, without asking the tokenizer."""
+    return len(text.encode("utf-8")) + SPECIAL_TOKEN_ROOM <= limit
+
+
+def fit_tokens(with_special: Sequence[int], without_special: Sequence[int],
+               limit: int) -> list[int] | None:
+    """An input's tokens cut to ``limit``, keeping the special tokens its tokenizer adds.
+
+    ``with_special``/``without_special`` are the same text tokenized with and without
+    them; the end of the text is cut, as Ollama's truncate does. ``None`` when not even
+    the special tokens fit.
+    """
+    if len(with_special) <= limit:
+        return list(with_special)
+    specials = len(with_special) - len(without_special)
+    keep = limit - max(specials, 0)
+    if keep <= 0:
+        return None
+    body = list(without_special)
+    for start in range(max(specials, 0) + 1):
+        if list(with_special[start:start + len(body)]) == body:
+            return [*with_special[:start], *body[:keep], *with_special[start + len(body):]]
+    return list(with_special[:limit])  # the specials are not simply around the text
+
+
+def batch_limit_from_error(message: str) -> int | None:
+    """The batch size in llama-server's "input is too large to process" error, if it is one."""
+    match = _TOO_LARGE.search(message)
+    return int(match.group(1)) if match else None
 
 
 def embeddings_to_upstream(req: Mapping[str, Any], *, model: str | None = None) -> Body | None:

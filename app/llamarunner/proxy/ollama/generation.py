@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 
-from ...core.errors import BadRequestError
+from ...core.errors import BadRequestError, LlamaRunnerError
 from ...runner.manager import Lease
 from ..body import read_json_object
 from ..relay import first_byte_deadline, first_chunk, open_upstream, upstream_error_message
@@ -19,21 +20,31 @@ from .convert import (
     CHAT_PATH,
     COMPLETION_PATH,
     DEFAULT_MEDIA_MARKER,
+    EMBED_CANNOT_FIT,
+    EMBED_TOO_LONG,
     EMBEDDINGS_PATH,
     INFILL_PATH,
+    batch_limit_from_error,
     chat_response_to_ollama,
-    chat_to_openai,
+    chat_to_upstream,
+    completion_prompt_parts,
     embed_response_to_ollama,
     embed_to_upstream,
+    embed_token_limit,
     embeddings_response_to_ollama,
     embeddings_to_upstream,
+    fit_tokens,
+    fits_untokenized,
     generate_response_to_ollama,
     generate_to_upstream,
     load_only_reply,
+    logprobs_requested,
+    needs_chat_prompt,
 )
 from .errors import ollama_error
 from .models import model_field
 from .options import OllamaRequestError, load_args_from_options, parse_keep_alive
+from .runner_calls import apply_template, props, slot_context, tokenize
 from .stream import ChatStreamConverter, GenerateStreamConverter, ndjson, parse_sse_lines
 from .timefmt import rfc3339_now
 
@@ -70,12 +81,37 @@ def _missing_capability(backend: OllamaBackend, name: str, requested: str,
     return None
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One generation request as the relay needs it."""
+
+    kind: Kind
+    model: str  # the name the client asked for, echoed in every chunk
+    path: str
+    body: dict[str, Any]
+    start_ns: int
+    top_logprobs: int | None
+    raw: bool
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream", True))
+
+
 async def _generation(request: web.Request, kind: Kind) -> web.StreamResponse:
     backend = request.app[OLLAMA_BACKEND]
     start_ns = time.monotonic_ns()
     _, data = await read_json_object(request)
     requested = model_field(data)
+    struct = "ChatRequest" if kind == "chat" else "GenerateRequest"
+    try:
+        # Ollama checks top_logprobs before it looks the model up.
+        top_logprobs = logprobs_requested(data, struct)
+    except OllamaRequestError as exc:
+        raise BadRequestError(exc.message) from exc
     name = backend.resolve_model(requested)
+    raw = data.get("raw") is True
+    can_chat = True
     try:
         keep_alive = parse_keep_alive(data.get("keep_alive"))
         overrides = load_args_from_options(data.get("options")) or None
@@ -83,32 +119,45 @@ async def _generation(request: web.Request, kind: Kind) -> web.StreamResponse:
                                     created_at=rfc3339_now(), keep_alive=keep_alive)
         if only_load is None:
             if kind == "chat":
-                path, body = CHAT_PATH, chat_to_openai(data, model=name)
+                path, body = chat_to_upstream(data, model=name)
             else:
-                path, body = generate_to_upstream(data, model=name)
+                can_chat = raw or backend.chat_template_for(name).can_chat
+                path, body = generate_to_upstream(data, model=name, can_chat=can_chat)
     except OllamaRequestError as exc:
         raise BadRequestError(exc.message) from exc
     if only_load is not None:
         await _load_or_unload(backend, name, keep_alive, overrides)
         return web.json_response(only_load)
+    if kind == "chat" and path == CHAT_PATH:
+        # A request with its own template brings the chat template with it.
+        backend.require_chat(name, requested)
     refused = _missing_capability(backend, name, requested, data, path)
     if refused:
         return ollama_error(refused, 400)
-    stream = bool(body.get("stream", True))
     lease = await backend.manager.acquire(name, overrides)
     try:
         if path == COMPLETION_PATH and data.get("images"):
             # Raw prompts mark image positions with the server's own media marker, which
             # llama-server picks per process and reports in /props.
             marker = await _media_marker(backend, lease)
-            try:
-                path, body = generate_to_upstream(data, model=name, media_marker=marker)
-            except OllamaRequestError as exc:
-                raise BadRequestError(exc.message) from exc
-        return await _relay(request, lease, backend, path, body, kind, requested, stream,
-                            start_ns)
+            path, body = _generate_again(data, name, can_chat, media_marker=marker)
+        elif kind == "generate" and needs_chat_prompt(data, can_chat=can_chat):
+            # Continuing a context: the model's chat template renders this turn, and the
+            # turn goes after the context tokens to /completion.
+            text = await apply_template(backend.http, lease, body)
+            path, body = _generate_again(data, name, can_chat, chat_prompt=text)
+        call = _Call(kind, requested, path, body, start_ns, top_logprobs, raw)
+        return await _relay(request, lease, backend, call)
     finally:
         lease.release(keep_alive)
+
+
+def _generate_again(data: Mapping[str, Any], name: str, can_chat: bool,
+                    **extra: Any) -> tuple[str, dict[str, Any]]:
+    try:
+        return generate_to_upstream(data, model=name, can_chat=can_chat, **extra)
+    except OllamaRequestError as exc:
+        raise BadRequestError(exc.message) from exc
 
 
 async def _media_marker(backend: OllamaBackend, lease: Lease) -> str:
@@ -130,35 +179,80 @@ async def _load_or_unload(backend: OllamaBackend, name: str, keep_alive: float |
     lease.release(keep_alive)
 
 
-async def _relay(
-    request: web.Request, lease: Lease, backend: OllamaBackend, path: str,
-    body: dict[str, Any], kind: Kind, model: str, stream: bool, start_ns: int,
-) -> web.StreamResponse:
+async def _reply_context(backend: OllamaBackend, lease: Lease, call: _Call, answer: str,
+                         tokens: list[int]) -> list[int] | None:
+    """Ollama's ``context`` for a generate answer: the token ids of prompt and answer.
+
+    From ``/completion`` these are the context the request continued, this turn's text
+    and the answer's own tokens (end-of-turn included); from a chat completion, the
+    runner's rendering of the messages with the answer text, tokenized.
+    """
+    if call.kind != "generate" or call.raw:
+        return None
+    if call.path == CHAT_PATH:
+        text = await apply_template(backend.http, lease, call.body)
+        return await tokenize(backend.http, lease, text + answer, add_special=True)
+    if call.path != COMPLETION_PATH:
+        return None
+    parts = completion_prompt_parts(call.body)
+    if parts is None:
+        return None
+    before, text = parts
+    prompt = await tokenize(backend.http, lease, text, add_special=not before)
+    return [*before, *prompt, *tokens]
+
+
+def _answer_of(reply: Mapping[str, Any], path: str) -> tuple[str, list[int]]:
+    if path == CHAT_PATH:
+        choices = reply.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else {}
+        message = choice.get("message") if isinstance(choice, Mapping) else None
+        content = message.get("content") if isinstance(message, Mapping) else None
+        return (content if isinstance(content, str) else ""), []
+    content = reply.get("content")
+    tokens = reply.get("tokens")
+    return (content if isinstance(content, str) else "",
+            [t for t in tokens if isinstance(t, int)] if isinstance(tokens, list) else [])
+
+
+async def _relay(request: web.Request, lease: Lease, backend: OllamaBackend, call: _Call
+                 ) -> web.StreamResponse:
     load_ns = int(lease.load_wait * 1e9)
     deadline = first_byte_deadline(lease)
-    upstream = await open_upstream(backend.http, lease, path, json.dumps(body).encode(),
-                                   deadline)
+    upstream = await open_upstream(backend.http, lease, call.path,
+                                   json.dumps(call.body).encode(), deadline)
     try:
         if upstream.status != 200:
             message, _ = upstream_error_message(upstream.status, await upstream.read())
             return ollama_error(message, upstream.status)
-        if not stream:
+        if not call.stream:
             reply = await upstream.json(content_type=None)
-            total_ns = time.monotonic_ns() - start_ns
-            if kind == "chat":
-                out = chat_response_to_ollama(reply, model=model, created_at=rfc3339_now(),
-                                              total_ns=total_ns, load_ns=load_ns)
+            if call.kind == "chat":
+                out = chat_response_to_ollama(
+                    reply, model=call.model, created_at=rfc3339_now(),
+                    total_ns=time.monotonic_ns() - call.start_ns, load_ns=load_ns,
+                    upstream=call.path, top_logprobs=call.top_logprobs)
             else:
+                context = await _reply_context(backend, lease, call, *_answer_of(reply, call.path))
                 out = generate_response_to_ollama(
-                    reply, model=model, created_at=rfc3339_now(), total_ns=total_ns,
-                    load_ns=load_ns, upstream=path)
+                    reply, model=call.model, created_at=rfc3339_now(),
+                    total_ns=time.monotonic_ns() - call.start_ns, load_ns=load_ns,
+                    upstream=call.path, top_logprobs=call.top_logprobs, context=context)
             return web.json_response(out)
-        converter_type = ChatStreamConverter if kind == "chat" else GenerateStreamConverter
-        converter = converter_type(model=model, load_ns=load_ns, clock=rfc3339_now,
-                                   monotonic_ns=time.monotonic_ns, start_ns=start_ns)
+        converter_type = ChatStreamConverter if call.kind == "chat" else GenerateStreamConverter
+        converter = converter_type(model=call.model, load_ns=load_ns, clock=rfc3339_now,
+                                   monotonic_ns=time.monotonic_ns, start_ns=call.start_ns,
+                                   top_logprobs=call.top_logprobs)
+
+        async def final_fields() -> dict[str, Any]:
+            context = await _reply_context(backend, lease, call, converter.text,
+                                           converter.tokens)
+            return {} if context is None else {"context": context}
+
         # Read before our headers go out, so a silent or dead child is an error status.
         first = await first_chunk(upstream, lease, deadline)
-        return await _relay_ndjson(request, upstream, converter, lease.runner.name, first)
+        return await _relay_ndjson(request, upstream, converter, lease.runner.name, first,
+                                   final_fields)
     except aiohttp.ClientError as exc:
         return ollama_error(f"llama-server for model '{lease.runner.name}' broke off the "
                             f"response: {exc}", 502)
@@ -170,10 +264,12 @@ async def _relay_ndjson(
     request: web.Request, upstream: aiohttp.ClientResponse,
     converter: ChatStreamConverter | GenerateStreamConverter, runner_name: str,
     first: bytes = b"",
+    final_fields: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.StreamResponse:
     """Turn llama-server's SSE into Ollama's NDJSON, one write per upstream read.
 
-    `first` is what the caller already read (under the first-byte watchdog).
+    `first` is what the caller already read (under the first-byte watchdog);
+    `final_fields` gives what the last line carries besides the metrics (``context``).
     """
     # X-Accel-Buffering: without it nginx holds the whole stream back until it ends.
     response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON,
@@ -199,7 +295,13 @@ async def _relay_ndjson(
         await response.write_eof()
         return response
     if converter.upstream_done:
-        await response.write(ndjson(converter.finish()))
+        try:
+            extra = await final_fields() if final_fields is not None else {}
+        except LlamaRunnerError as exc:
+            await response.write(ndjson(converter.error_line(exc.message)))
+            await response.write_eof()
+            return response
+        await response.write(ndjson(converter.finish(extra)))
     else:
         await response.write(ndjson(converter.error_line(
             f"llama-server for model '{runner_name}' stopped in the middle of the response")))
@@ -248,7 +350,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
     try:
         if plan["inputs"] == 0:
             return web.json_response({"model": requested, "embeddings": []})
-        reply = await _post_json(backend, lease, EMBEDDINGS_PATH, body)
+        reply = await _embed_fitted(backend, lease, body, truncate=plan["truncate"])
         if isinstance(reply, web.Response):
             return reply
         out = embed_response_to_ollama(
@@ -257,6 +359,51 @@ async def embed(request: web.Request) -> web.StreamResponse:
         return web.json_response(out)
     finally:
         lease.release(keep_alive)
+
+
+async def _embed_fitted(backend: OllamaBackend, lease: Lease, body: dict[str, Any], *,
+                        truncate: bool) -> dict[str, Any] | web.Response:
+    """Embed the inputs, each cut to what the runner takes first when ``truncate`` allows
+    it (else Ollama's 400 for one that is too long)."""
+    texts = [text for text in body["input"] if isinstance(text, str)]
+    server = await props(backend.http, lease)
+    limit = embed_token_limit(lease.runner.effective_args(), slot_context(server))
+    for attempt in range(2):
+        inputs = await _fitted_inputs(backend, lease, texts, limit, truncate)
+        result = await _call_json(backend, lease, EMBEDDINGS_PATH, {**body, "input": inputs})
+        if isinstance(result, dict):
+            return result
+        status, message = result
+        # The physical batch can be smaller than the flags say (llama-server clamps it to
+        # the context): its error names the real size, so fit to that once more.
+        smaller = batch_limit_from_error(message)
+        if smaller is not None and not truncate:
+            raise BadRequestError(EMBED_TOO_LONG)
+        if smaller is None or attempt or (limit is not None and smaller >= limit):
+            return ollama_error(message, status)
+        limit = smaller
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _fitted_inputs(backend: OllamaBackend, lease: Lease, texts: list[str],
+                         limit: int | None, truncate: bool) -> list[str | list[int]]:
+    inputs: list[str | list[int]] = []
+    for text in texts:
+        if limit is None or fits_untokenized(text, limit):
+            inputs.append(text)
+            continue
+        whole = await tokenize(backend.http, lease, text, add_special=True)
+        if len(whole) <= limit:
+            inputs.append(text)
+            continue
+        if not truncate:
+            raise BadRequestError(EMBED_TOO_LONG)
+        bare = await tokenize(backend.http, lease, text, add_special=False)
+        fitted = fit_tokens(whole, bare, limit)
+        if fitted is None:
+            raise BadRequestError(EMBED_CANNOT_FIT)
+        inputs.append(fitted)  # llama-server takes token ids as an input, used as they are
+    return inputs
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -282,18 +429,28 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         lease.release(keep_alive)
 
 
-async def _post_json(backend: OllamaBackend, lease: Lease, path: str, body: dict[str, Any]
-                     ) -> dict[str, Any] | web.Response:
+async def _call_json(backend: OllamaBackend, lease: Lease, path: str, body: dict[str, Any]
+                     ) -> dict[str, Any] | tuple[int, str]:
+    """llama-server's JSON answer, or (status, message) when it refused."""
     upstream = await open_upstream(backend.http, lease, path, json.dumps(body).encode())
     try:
         raw = await upstream.read()
         if upstream.status != 200:
             message, _ = upstream_error_message(upstream.status, raw)
-            return ollama_error(message, upstream.status)
+            return upstream.status, message
         reply: dict[str, Any] = json.loads(raw)
         return reply
     except aiohttp.ClientError as exc:
-        return ollama_error(f"llama-server for model '{lease.runner.name}' broke off the "
-                            f"response: {exc}", 502)
+        return 502, (f"llama-server for model '{lease.runner.name}' broke off the "
+                     f"response: {exc}")
     finally:
         upstream.close()
+
+
+async def _post_json(backend: OllamaBackend, lease: Lease, path: str, body: dict[str, Any]
+                     ) -> dict[str, Any] | web.Response:
+    result = await _call_json(backend, lease, path, body)
+    if isinstance(result, dict):
+        return result
+    status, message = result
+    return ollama_error(message, status)

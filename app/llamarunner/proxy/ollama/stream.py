@@ -8,7 +8,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
 
-from .convert import done_reason_from, durations_from_timings, tool_calls_from_openai
+from .convert import (
+    done_reason_from,
+    durations_from_timings,
+    logprobs_to_ollama,
+    tool_calls_from_openai,
+)
 
 __all__ = [
     "DONE",
@@ -127,7 +132,10 @@ class StreamConverter(abc.ABC):
 
     ``total_duration`` is measured with ``monotonic_ns`` from ``start_ns``, the reading
     taken when the request arrived; by default that is the converter's creation minus
-    ``load_ns``, i.e. create it right after the model is ready.
+    ``load_ns``, i.e. create it right after the model is ready. With ``top_logprobs``
+    (not ``None``) every chunk carries the ``logprobs`` of its tokens. The answer's text
+    (:attr:`text`) and, from native streams, its token ids (:attr:`tokens`) are kept for
+    the route, which makes the final chunk's ``context`` from them.
     """
 
     kind: ClassVar[Literal["chat", "generate"]]
@@ -135,12 +143,16 @@ class StreamConverter(abc.ABC):
     def __init__(
         self, *, model: str, load_ns: int, clock: Callable[[], str],
         monotonic_ns: Callable[[], int], start_ns: int | None = None,
+        top_logprobs: int | None = None,
     ) -> None:
         self.model = model
         self.load_ns = load_ns
         self._clock = clock
         self._monotonic_ns = monotonic_ns
         self._start_ns = monotonic_ns() - load_ns if start_ns is None else start_ns
+        self._top_logprobs = top_logprobs
+        self._text: list[str] = []
+        self.tokens: list[int] = []
         self._timings: Mapping[str, Any] | None = None
         self._usage: Mapping[str, Any] | None = None
         self._finish_reason: str | None = None
@@ -149,6 +161,11 @@ class StreamConverter(abc.ABC):
         self._tools_sent = False
         self.error: str | None = None
         self.upstream_done = False  # saw [DONE] or a native final chunk
+
+    @property
+    def text(self) -> str:
+        """The answer's text so far (without reasoning)."""
+        return "".join(self._text)
 
     # -- input ------------------------------------------------------------------------
 
@@ -187,6 +204,7 @@ class StreamConverter(abc.ABC):
         if not isinstance(choice, Mapping):
             return []  # the include_usage event: choices == []
         content = thinking = ""
+        logprobs = choice.get("logprobs")
         delta = choice.get("delta")
         if isinstance(delta, Mapping):
             content = _str(delta.get("content"))
@@ -200,7 +218,8 @@ class StreamConverter(abc.ABC):
                         self._tools.setdefault(key, _ToolCallBuffer()).add(fragment)
         else:
             content = _str(choice.get("text"))  # /v1/completions
-        chunks = self._deltas(content, thinking)
+        entries = logprobs.get("content") if isinstance(logprobs, Mapping) else None
+        chunks = self._emit(content, thinking, entries)
         finish_reason = choice.get("finish_reason")
         if isinstance(finish_reason, str):
             self._finish_reason = finish_reason
@@ -214,7 +233,10 @@ class StreamConverter(abc.ABC):
         if "tokens_evaluated" in data or "tokens_predicted" in data:
             self._usage = {"prompt_tokens": data.get("tokens_evaluated"),
                            "completion_tokens": data.get("tokens_predicted")}
-        chunks = self._deltas(_str(data.get("content")), "")
+        tokens = data.get("tokens")
+        if isinstance(tokens, list):
+            self.tokens.extend(t for t in tokens if isinstance(t, int) and not isinstance(t, bool))
+        chunks = self._emit(_str(data.get("content")), "", data.get("completion_probabilities"))
         if data.get("stop") is True:
             self.upstream_done = True
             if isinstance(data.get("stop_type"), str):
@@ -226,9 +248,21 @@ class StreamConverter(abc.ABC):
     def _head(self) -> Chunk:
         return {"model": self.model, "created_at": self._clock()}
 
+    def _emit(self, content: str, thinking: str, entries: object) -> list[Chunk]:
+        if content:
+            self._text.append(content)
+        logprobs = None
+        if self._top_logprobs is not None and isinstance(entries, list) and entries:
+            logprobs = logprobs_to_ollama(entries, self._top_logprobs)
+        chunks = self._deltas(content, thinking, force=bool(logprobs))
+        if logprobs and chunks:
+            chunks[-1]["logprobs"] = logprobs
+        return chunks
+
     @abc.abstractmethod
-    def _deltas(self, content: str, thinking: str) -> list[Chunk]:
-        """The chunks for one piece of answer text and/or reasoning."""
+    def _deltas(self, content: str, thinking: str, *, force: bool = False) -> list[Chunk]:
+        """The chunks for one piece of answer text and/or reasoning; ``force`` makes one
+        even without text (it carries log probabilities)."""
 
     def _tool_chunk(self) -> Chunk | None:
         return None
@@ -237,12 +271,15 @@ class StreamConverter(abc.ABC):
     def _final_body(self) -> Chunk:
         """What the final chunk carries besides the metrics (an empty message/response)."""
 
-    def finish(self) -> Chunk:
-        """The last chunk: ``done: true``, ``done_reason`` and the metrics."""
+    def finish(self, extra: Mapping[str, Any] | None = None) -> Chunk:
+        """The last chunk: ``done: true``, ``done_reason``, ``extra`` (``context``) and the
+        metrics."""
         final = self._head()
         final.update(self._final_body())
         final["done"] = True
         final["done_reason"] = done_reason_from(self._finish_reason, self._stop_type)
+        if extra:
+            final.update(extra)
         total_ns = self._monotonic_ns() - self._start_ns
         final.update(durations_from_timings(
             self._timings, self._usage, total_ns=total_ns, load_ns=self.load_ns))
@@ -263,8 +300,8 @@ class ChatStreamConverter(StreamConverter):
 
     kind = "chat"
 
-    def _deltas(self, content: str, thinking: str) -> list[Chunk]:
-        if not content and not thinking:
+    def _deltas(self, content: str, thinking: str, *, force: bool = False) -> list[Chunk]:
+        if not content and not thinking and not force:
             return []
         message: Chunk = {"role": "assistant", "content": content}
         if thinking:
@@ -299,12 +336,13 @@ class ChatStreamConverter(StreamConverter):
 
 
 class GenerateStreamConverter(StreamConverter):
-    """``/api/generate`` chunks: ``response`` / ``thinking``; no ``context`` is returned."""
+    """``/api/generate`` chunks: ``response`` / ``thinking``; the route passes the final
+    chunk's ``context`` to :meth:`finish`."""
 
     kind = "generate"
 
-    def _deltas(self, content: str, thinking: str) -> list[Chunk]:
-        if not content and not thinking:
+    def _deltas(self, content: str, thinking: str, *, force: bool = False) -> list[Chunk]:
+        if not content and not thinking and not force:
             return []
         chunk = self._head()
         chunk["response"] = content

@@ -200,10 +200,11 @@ async def test_v1_models_list(running, tiny_model) -> None:
 
 async def test_v1_load_with_a_context_then_unload(running) -> None:
     status, loaded = await call(running, "POST", "/api/v1/models/load",
-                                {"model": "tiny", "config": {"context_length": 1024}})
+                                {"model": "tiny", "config": {"context_length": 1024},
+                                 "echo_load_config": True})
     assert status == 200
-    assert loaded["model_instance_id"] == "tiny"
-    assert loaded["config"] == {"context_length": 1024}
+    assert loaded["instance_id"] == "tiny"
+    assert loaded["load_config"]["context_length"] == 1024
     assert loaded["load_time_seconds"] > 0
     tiny = (await v1_entries(running))["tiny"]
     assert tiny["loaded_instances"] == [{"id": "tiny", "config": {"context_length": 1024}}]
@@ -216,8 +217,9 @@ async def test_v1_load_with_a_context_then_unload(running) -> None:
 
     # Older clients put context_length at the top level: the model is reloaded with it.
     status, again = await call(running, "POST", "/api/v1/models/load",
-                               {"model": "tiny", "context_length": 768})
-    assert status == 200 and again["config"] == {"context_length": 768}
+                               {"model": "tiny", "context_length": 768,
+                                "echo_load_config": True})
+    assert status == 200 and again["load_config"]["context_length"] == 768
     pid = running.service.manager.runner("tiny").pid
     assert pid is not None and psutil.pid_exists(pid)
 
@@ -237,8 +239,9 @@ async def test_v1_load_with_a_context_then_unload(running) -> None:
 
 async def test_v1_load_of_a_loaded_model_is_instant_and_unload_takes_a_model_key(
         running) -> None:
-    status, first = await call(running, "POST", "/api/v1/models/load", {"model": "tiny"})
-    assert status == 200 and first["config"] == {"context_length": 512}
+    status, first = await call(running, "POST", "/api/v1/models/load",
+                               {"model": "tiny", "echo_load_config": True})
+    assert status == 200 and first["load_config"]["context_length"] == 512
     status, second = await call(running, "POST", "/api/v1/models/load", {"model": "tiny"})
     assert status == 200 and second["load_time_seconds"] == 0
     status, body = await call(running, "POST", "/api/v1/models/unload", {"model": "tiny"})

@@ -108,12 +108,12 @@ async def test_ttl_in_a_v0_request_unloads_the_model_when_idle(running, path, bo
     ("/api/v0/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
     ("/api/v0/embeddings", {"input": "x"}),
 ])
-@pytest.mark.parametrize("ttl", [0, -5, "soon", True])
+@pytest.mark.parametrize("ttl", [-5, "soon", True])
 async def test_a_bad_ttl_is_refused_before_loading(running, path, extra, ttl) -> None:
     model = "embedder" if "embeddings" in path else "tiny"
     status, body = await call(running, "POST", path, {**extra, "model": model, "ttl": ttl})
     assert status == 400
-    assert body["error"]["param"] == "ttl" and "seconds" in body["error"]["message"]
+    assert body["error"]["param"] == "ttl" and "number of seconds" in body["error"]["message"]
     assert body["error"]["type"] == "invalid_request_error"  # OpenAI's shape on /api/v0
     status, body = await call(running, "POST", "/api/v1/models/load",
                               {"model": "tiny", "ttl": ttl})

@@ -189,6 +189,10 @@ async def test_chat_template_is_rendered_and_skips_the_chat_check(running) -> No
         options=GREEDY)
     assert reply["message"] == {"role": "assistant", "content": raw.response}
     assert reply["done"] is True
+    status, lines = await post(running, "/api/chat", {
+        "model": "base", "messages": messages, "template": template, "options": GREEDY})
+    assert status == 200 and lines[-1]["done"] is True
+    assert "".join(line["message"]["content"] for line in lines) == raw.response
 
 
 async def test_a_template_the_renderer_cannot_handle_is_a_400_naming_it(running) -> None:

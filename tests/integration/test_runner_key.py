@@ -52,9 +52,11 @@ def raw_cmdline(pid: int) -> bytes:
 async def running(write_config, start_service, fake_bin, tiny_model):  # type: ignore[no-untyped-def]
     # A GGUF file as the model (the fake ignores it) so that the projector makes it a
     # vision model: raw /api/generate with images then asks the child's /props.
-    args = {"mmproj": str(tiny_model), "fault-echo": True, "embeddings": True}
-    config = write_config({"m": {"path": str(tiny_model), "args": args}}, runtime=fake_bin,
-                          proxies=both_proxies())
+    args = {"mmproj": str(tiny_model), "fault-echo": True}
+    # Embedding mode serves nothing but embeddings, as in llama-server: a second model.
+    config = write_config({"m": {"path": str(tiny_model), "args": args},
+                           "e": {"path": str(tiny_model), "args": {"embeddings": True}}},
+                          runtime=fake_bin, proxies=both_proxies())
     return await start_service(config)
 
 
@@ -73,14 +75,14 @@ async def test_every_call_the_app_makes_carries_the_key(running) -> None:
         (lmstudio + "/v1/chat/completions", chat),
         (lmstudio + "/v1/chat/completions", {**chat, "stream": True}),
         (lmstudio + "/v1/completions", {"model": "m", "prompt": "hi"}),
-        (lmstudio + "/v1/embeddings", {"model": "m", "input": "hi"}),
+        (lmstudio + "/v1/embeddings", {"model": "e", "input": "hi"}),
         (lmstudio + "/api/v0/chat/completions", chat),
         (lmstudio + "/api/v0/completions", {"model": "m", "prompt": "hi", "stream": True}),
         (ollama + "/api/chat", chat),
         (ollama + "/api/chat", {**chat, "stream": False}),
         (ollama + "/api/generate", {"model": "m", "prompt": "hi", "raw": True,
                                     "stream": False}),
-        (ollama + "/api/embed", {"model": "m", "input": "hi"}),
+        (ollama + "/api/embed", {"model": "e", "input": "hi"}),
         (ollama + "/v1/chat/completions", chat),
     ]
     async with aiohttp.ClientSession(trust_env=False) as http:

@@ -163,11 +163,35 @@ def test_v1_embedding_entry_leaves_out_llm_fields() -> None:
         assert absent not in entry
 
 
-def test_load_response() -> None:
+def test_load_response_is_lm_studios_current_shape() -> None:
     assert load_response("m", {"ctx-size": 1024}, meta(), 1.23456) == {
-        "model_instance_id": "m", "config": {"context_length": 1024},
-        "load_time_seconds": 1.235}
-    assert load_response("m", {}, None, 0.0)["config"] == {}
+        "type": "llm", "instance_id": "m", "load_time_seconds": 1.235, "status": "loaded"}
+    assert load_response("e", {}, None, 0.0, embedding=True)["type"] == "embedding"
+
+
+@pytest.mark.parametrize("args,embedding,config", [
+    ({"ctx-size": 1024}, False, {"context_length": 1024, "eval_batch_size": 2048}),
+    ({"ctx-size": 1024, "batch-size": 512}, False,
+     {"context_length": 1024, "eval_batch_size": 512}),
+    ({"c": 2048, "b": 256, "flash-attn": "on"}, False,
+     {"context_length": 2048, "eval_batch_size": 256, "flash_attention": True}),
+    ({"fa": "off", "no-kv-offload": True}, False,
+     {"context_length": 4096, "eval_batch_size": 2048, "flash_attention": False,
+      "offload_kv_cache_to_gpu": False}),
+    ({"flash-attn": "auto"}, False, {"context_length": 4096, "eval_batch_size": 2048}),
+    ({"ctx-size": 512, "batch-size": 64}, True, {"context_length": 512}),
+])
+def test_load_config_echoed_on_request(args, embedding, config) -> None:
+    # meta() trains for 4096 tokens: the context without ctx-size.
+    echoed = load_response("m", args, meta(context_length=4096), 0.5, embedding=embedding,
+                           echo_config=True)
+    assert echoed["load_config"] == config
+    assert "load_config" not in load_response("m", args, meta(), 0.5, embedding=embedding)
+
+
+def test_load_config_without_metadata_or_context() -> None:
+    assert load_response("m", {}, None, 0.0, echo_config=True)["load_config"] == {
+        "eval_batch_size": 2048}
 
 
 @pytest.mark.parametrize("status,kind", [

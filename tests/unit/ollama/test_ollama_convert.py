@@ -20,17 +20,27 @@ from llamarunner.proxy.ollama.convert import (
     DEFAULT_MEDIA_MARKER,
     INFILL_PATH,
     RAW_ARGUMENTS_KEY,
+    batch_limit_from_error,
     chat_response_to_ollama,
     chat_to_openai,
+    chat_to_upstream,
+    completion_prompt_parts,
     done_reason_from,
     durations_from_timings,
     embed_response_to_ollama,
     embed_to_upstream,
+    embed_token_limit,
     embeddings_response_to_ollama,
     embeddings_to_upstream,
+    fit_tokens,
+    fits_untokenized,
     generate_response_to_ollama,
     generate_to_upstream,
     load_only_reply,
+    logprobs_requested,
+    logprobs_to_ollama,
+    needs_chat_prompt,
+    request_context,
     tool_calls_from_openai,
 )
 from llamarunner.proxy.ollama.options import OllamaRequestError
@@ -440,12 +450,100 @@ def test_generate_uses_the_chat_template() -> None:
     }
 
 
-def test_generate_ignores_template_and_context_outside_raw_mode() -> None:
+GREEDY = {"options": {"temperature": 0}, "stream": False}
+
+
+@pytest.mark.parametrize("req,kwargs,path,prompt", [
+    # The request's own template: rendered here, sent as it is to /completion.
+    ({"prompt": "hi", "template": "Q: {{ .Prompt }} A:"}, {}, COMPLETION_PATH, "Q: hi A:"),
+    ({"prompt": "hi", "system": "s", "template": "{{ .System }}|{{ .Prompt }}"}, {},
+     COMPLETION_PATH, "s|hi"),
+    ({"prompt": "hi", "system": "s",
+      "template": "{{ range .Messages }}{{ .Role }}:{{ .Content }} {{ end }}"}, {},
+     COMPLETION_PATH, "system:s user:hi "),
+    ({"prompt": "def f(", "suffix": "pass", "template": "<P>{{ .Prompt }}<S>{{ .Suffix }}<M>"},
+     {}, COMPLETION_PATH, "<P>def f(<S>pass<M>"),
+    # ... after the tokens of an earlier answer.
+    ({"prompt": "hi", "template": "Q: {{ .Prompt }}", "context": [1, 5, 9]}, {},
+     COMPLETION_PATH, [1, 5, 9, "Q: hi"]),
+    # A model without a chat template gets plain text.
+    ({"prompt": "hi", "system": "be brief"}, {"can_chat": False}, COMPLETION_PATH,
+     "be brief\n\nhi"),
+    ({"prompt": "hi"}, {"can_chat": False}, COMPLETION_PATH, "hi"),
+    ({"prompt": "hi", "context": [3, 4]}, {"can_chat": False}, COMPLETION_PATH, [3, 4, "hi"]),
+    # A context with the model's template: the route renders the turn first.
+    ({"prompt": "hi", "context": [3, 4]}, {}, CHAT_PATH, None),
+    ({"prompt": "hi", "context": [3, 4]}, {"chat_prompt": "<u>hi</u>"}, COMPLETION_PATH,
+     [3, 4, "<u>hi</u>"]),
+])
+def test_generate_paths_that_render_the_prompt(req: dict[str, Any], kwargs: dict[str, Any],
+                                               path: str, prompt: object) -> None:
+    got_path, body = generate_to_upstream({**req, **GREEDY}, model="m", **kwargs)
+    assert got_path == path
+    if path == COMPLETION_PATH:
+        assert body == {"prompt": prompt, "stream": False, "temperature": 0.0,
+                        "return_tokens": True}
+    else:
+        assert body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_template_with_images_puts_the_media_marker_in_front() -> None:
+    png = b64(tiny_png())
     path, body = generate_to_upstream(
-        {"prompt": "hi", "template": "{{ .Prompt }}", "context": [1, 2, 3]}, model="m")
-    assert path == CHAT_PATH
-    assert body["messages"] == [{"role": "user", "content": "hi"}]
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        {"prompt": "what?", "template": "Q: {{ .Prompt }}", "images": [png]}, model="m",
+        media_marker="<m>")
+    assert path == COMPLETION_PATH
+    assert body["prompt"] == {"prompt_string": "<m>Q: what?", "multimodal_data": [png]}
+
+
+@pytest.mark.parametrize("req,message", [
+    ({"prompt": "p", "context": [1, 2], "images": ["AAAA"]},
+     "images are not supported together with context"),
+    ({"prompt": "p", "context": [1, 2], "suffix": "s"},
+     "context is not supported together with suffix"),
+    ({"prompt": "p", "context": [1, "2"]},
+     "json: cannot unmarshal string into Go struct field GenerateRequest.context of type int"),
+    ({"prompt": "p", "context": [1, 2.5]}, "json: cannot unmarshal number 2.5 into Go struct "
+                                           "field GenerateRequest.context of type int"),
+    ({"prompt": "p", "template": '{{ define "t" }}{{ end }}'},
+     "template: line 1: {{define}} is not supported; write the template out in one piece"),
+    ({"prompt": "p", "template": "{{ .Prompt | shout }}"},
+     'template: line 1: function "shout" is not supported'),
+    ({"prompt": "p", "template": "{{ .Prompt }}", "think": "max"},
+     'invalid think value: "max" (must be "high", "medium", "low", true, or false)'),
+])
+def test_generate_refusals(req: dict[str, Any], message: str) -> None:
+    with pytest.raises(OllamaRequestError) as info:
+        generate_to_upstream(req, model="m")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("req,can_chat,needed", [
+    ({"prompt": "p", "context": [1]}, True, True),
+    ({"prompt": "p", "context": [1]}, False, False),
+    ({"prompt": "p"}, True, False),
+    ({"prompt": "p", "context": []}, True, False),
+    ({"prompt": "p", "context": [1], "template": "{{ .Prompt }}"}, True, False),
+    ({"prompt": "p", "context": [1], "raw": True}, True, False),
+])
+def test_needs_chat_prompt(req: dict[str, Any], can_chat: bool, needed: bool) -> None:
+    assert needs_chat_prompt(req, can_chat=can_chat) is needed
+
+
+@pytest.mark.parametrize("body,parts", [
+    ({"prompt": "text"}, ([], "text")),
+    ({"prompt": [1, 2, "text"]}, ([1, 2], "text")),
+    ({"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}}, None),
+    ({"prompt": [1, 2]}, None),
+    ({}, None),
+])
+def test_completion_prompt_parts(body: dict[str, Any], parts: object) -> None:
+    assert completion_prompt_parts(body) == parts
+
+
+def test_request_context() -> None:
+    assert request_context({"context": [1, 2, 3]}) == [1, 2, 3]
+    assert request_context({}) == []
 
 
 def test_generate_with_images_and_format() -> None:
@@ -914,3 +1012,202 @@ def test_conversions_do_not_mutate_their_input() -> None:
     before = copy.deepcopy(resp)
     embed_response_to_ollama(resp, model="m", total_ns=1, load_ns=0, dimensions=8)
     assert resp == before
+
+
+# --- log probabilities -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("req,top", [
+    ({}, None),
+    ({"logprobs": False, "top_logprobs": 5}, None),
+    ({"top_logprobs": 5}, None),
+    ({"logprobs": True}, 0),
+    ({"logprobs": True, "top_logprobs": 0}, 0),
+    ({"logprobs": True, "top_logprobs": 20}, 20),
+])
+def test_logprobs_requested(req: dict[str, Any], top: int | None) -> None:
+    assert logprobs_requested(req, "ChatRequest") == top
+
+
+@pytest.mark.parametrize("req,message", [
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
+    ({"top_logprobs": -1}, "top_logprobs must be between 0 and 20"),  # checked regardless
+    ({"logprobs": True, "top_logprobs": "3"}, "json: cannot unmarshal string into Go struct "
+                                              "field GenerateRequest.top_logprobs of type int"),
+    ({"logprobs": True, "top_logprobs": 2.5}, "json: cannot unmarshal number 2.5 into Go "
+                                              "struct field GenerateRequest.top_logprobs of "
+                                              "type int"),
+    ({"logprobs": "yes"}, "json: cannot unmarshal string into Go struct field "
+                          "GenerateRequest.logprobs of type bool"),
+])
+def test_logprobs_requested_refusals(req: dict[str, Any], message: str) -> None:
+    with pytest.raises(OllamaRequestError) as info:
+        logprobs_requested(req, "GenerateRequest")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("req,fields", [
+    ({"logprobs": True}, {"logprobs": True, "top_logprobs": 1}),  # 0 would send none
+    ({"logprobs": True, "top_logprobs": 4}, {"logprobs": True, "top_logprobs": 4}),
+    ({"top_logprobs": 4}, {}),
+])
+def test_chat_and_generate_ask_openai_for_logprobs(req: dict[str, Any],
+                                                   fields: dict[str, Any]) -> None:
+    chat = chat_to_openai({"messages": [{"role": "user", "content": "x"}], **req}, model="m")
+    _, generate = generate_to_upstream({"prompt": "x", **req}, model="m")
+    for body in (chat, generate):
+        assert {k: body[k] for k in ("logprobs", "top_logprobs") if k in body} == fields
+
+
+@pytest.mark.parametrize("req,n_probs", [
+    ({"logprobs": True}, 1), ({"logprobs": True, "top_logprobs": 7}, 7), ({}, None)])
+def test_native_paths_ask_for_n_probs(req: dict[str, Any], n_probs: int | None) -> None:
+    for extra in ({"raw": True}, {"template": "{{ .Prompt }}"}, {"suffix": "s"}):
+        path, body = generate_to_upstream({"prompt": "x", **extra, **req}, model="m")
+        assert path in (COMPLETION_PATH, INFILL_PATH)
+        assert body.get("n_probs") == n_probs
+        assert "logprobs" not in body
+
+
+ENTRY = {"id": 263, "token": " to", "bytes": [32, 116, 111], "logprob": -0.87,
+         "top_logprobs": [{"id": 263, "token": " to", "bytes": [32, 116, 111], "logprob": -0.87},
+                          {"id": 286, "token": " one", "bytes": [], "logprob": -1.6},
+                          {"id": 9, "token": "x", "logprob": -3}]}
+
+
+@pytest.mark.parametrize("top,expected", [
+    (0, [{"token": " to", "logprob": -0.87, "bytes": [32, 116, 111]}]),
+    (2, [{"token": " to", "logprob": -0.87, "bytes": [32, 116, 111], "top_logprobs": [
+        {"token": " to", "logprob": -0.87, "bytes": [32, 116, 111]},
+        {"token": " one", "logprob": -1.6}]}]),
+    (5, [{"token": " to", "logprob": -0.87, "bytes": [32, 116, 111], "top_logprobs": [
+        {"token": " to", "logprob": -0.87, "bytes": [32, 116, 111]},
+        {"token": " one", "logprob": -1.6}, {"token": "x", "logprob": -3.0}]}]),
+])
+def test_logprobs_to_ollama(top: int, expected: list[dict[str, Any]]) -> None:
+    assert logprobs_to_ollama([ENTRY, "junk", None], top) == expected
+
+
+@pytest.mark.parametrize("entries", [None, "x", {}, []])
+def test_logprobs_to_ollama_without_entries(entries: object) -> None:
+    assert logprobs_to_ollama(entries, 3) == []
+
+
+def test_chat_response_with_logprobs() -> None:
+    resp = {"choices": [{"finish_reason": "stop", "message": {"role": "assistant",
+                                                              "content": " to"},
+                         "logprobs": {"content": [ENTRY]}}]}
+    out = chat_response_to_ollama(resp, model="m", created_at=CREATED, total_ns=1, load_ns=0,
+                                  top_logprobs=1)
+    assert out["logprobs"] == [{"token": " to", "logprob": -0.87, "bytes": [32, 116, 111],
+                                "top_logprobs": [{"token": " to", "logprob": -0.87,
+                                                  "bytes": [32, 116, 111]}]}]
+    ChatResponse.model_validate(out)
+    plain = chat_response_to_ollama(resp, model="m", created_at=CREATED, total_ns=1, load_ns=0)
+    assert "logprobs" not in plain
+
+
+NATIVE = {"content": " to", "tokens": [263], "stop": True, "stop_type": "eos",
+          "tokens_evaluated": 5, "tokens_predicted": 1, "completion_probabilities": [ENTRY]}
+
+
+def test_chat_response_from_a_native_completion() -> None:
+    out = chat_response_to_ollama(NATIVE, model="m", created_at=CREATED, total_ns=1,
+                                  load_ns=0, upstream=COMPLETION_PATH, top_logprobs=0)
+    assert out["message"] == {"role": "assistant", "content": " to"}
+    assert out["done_reason"] == "stop"
+    assert out["prompt_eval_count"] == 5 and out["eval_count"] == 1
+    assert out["logprobs"] == [{"token": " to", "logprob": -0.87, "bytes": [32, 116, 111]}]
+    ChatResponse.model_validate(out)
+
+
+def test_generate_response_with_context_and_logprobs() -> None:
+    out = generate_response_to_ollama(NATIVE, model="m", created_at=CREATED, total_ns=1,
+                                      load_ns=0, upstream=COMPLETION_PATH, top_logprobs=2,
+                                      context=[1, 2, 263])
+    assert out["context"] == [1, 2, 263]
+    assert list(out)[:7] == ["model", "created_at", "response", "done", "done_reason",
+                             "context", "total_duration"]
+    assert len(out["logprobs"][0]["top_logprobs"]) == 2
+    parsed = GenerateResponse.model_validate(out)
+    assert parsed.context == [1, 2, 263] and parsed.logprobs[0].token == " to"
+
+
+# --- chat with its own template ----------------------------------------------------------
+
+
+def test_chat_without_template_is_the_chat_completion() -> None:
+    req = {"messages": [{"role": "user", "content": "x"}]}
+    assert chat_to_upstream(req, model="m") == (CHAT_PATH, chat_to_openai(req, model="m"))
+
+
+def test_chat_with_template_renders_to_completion() -> None:
+    path, body = chat_to_upstream({
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+        "template": "{{ .System }}{{ range .Messages }}|{{ .Role }}{{ end }}|A:",
+        "format": "json", "logprobs": True, "top_logprobs": 3, "stream": False,
+        "options": {"num_predict": 4}}, model="m")
+    assert path == COMPLETION_PATH
+    assert body == {"prompt": "s|system|user|A:", "stream": False, "max_tokens": 4,
+                    "json_schema": {"type": "object"}, "n_probs": 3}
+
+
+@pytest.mark.parametrize("req,message", [
+    ({"messages": [{"role": "user", "content": "x", "images": ["AAAA"]}],
+      "template": "{{ .Messages }}"}, "images are not supported together with template"),
+    ({"messages": [], "template": "{{ if }}"}, "template: line 1: missing value for command"),
+    ({"messages": [{"role": 5}], "template": "x"},
+     "json: cannot unmarshal number into Go struct field Message.role of type string"),
+])
+def test_chat_with_template_refusals(req: dict[str, Any], message: str) -> None:
+    with pytest.raises(OllamaRequestError) as info:
+        chat_to_upstream(req, model="m")
+    assert str(info.value) == message
+
+
+# --- embed truncation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,slot,limit", [
+    ({}, None, 512),  # llama-server's default physical batch
+    ({}, 256, 256),
+    ({"ctx-size": 64}, 256, 64),
+    ({"c": 128, "ubatch-size": 1024, "batch-size": 4096}, 8192, 128),
+    ({"ubatch-size": 2048, "batch-size": 1024}, 8192, 1024),
+    ({"ub": 300}, None, 300),
+    ({"ctx-size": 0}, 4096, 512),  # 0: the model's own context
+    ({"ctx-size": True}, 4096, 512),
+])
+def test_embed_token_limit(args: dict[str, Any], slot: int | None, limit: int) -> None:
+    assert embed_token_limit(args, slot) == limit
+
+
+@pytest.mark.parametrize("text,limit,fits", [
+    ("abcd", 8, True), ("abcde", 8, False), ("é" * 2, 8, True), ("é" * 3, 8, False),
+    ("", 3, False),
+])
+def test_fits_untokenized(text: str, limit: int, fits: bool) -> None:
+    assert fits_untokenized(text, limit) is fits
+
+
+@pytest.mark.parametrize("with_special,without,limit,fitted", [
+    ([1, 5, 6, 7], [5, 6, 7], 10, [1, 5, 6, 7]),  # already fits
+    ([1, 5, 6, 7, 8], [5, 6, 7, 8], 3, [1, 5, 6]),  # BOS kept, the end cut
+    ([101, 5, 6, 7, 102], [5, 6, 7], 4, [101, 5, 6, 102]),  # CLS ... SEP kept
+    ([5, 6, 7, 8], [5, 6, 7, 8], 2, [5, 6]),  # nothing special
+    ([101, 5, 6, 102], [5, 6], 2, None),  # only the specials would fit
+    ([1, 9, 9, 9], [5, 6, 7], 2, [1, 9]),  # specials not around the text: a plain cut
+])
+def test_fit_tokens(with_special: list[int], without: list[int], limit: int,
+                    fitted: list[int] | None) -> None:
+    assert fit_tokens(with_special, without, limit) == fitted
+
+
+@pytest.mark.parametrize("message,limit", [
+    ("input (721 tokens) is too large to process. increase the physical batch size "
+     "(current batch size: 64)", 64),
+    ("the request exceeds the available context size", None),
+    ("", None),
+])
+def test_batch_limit_from_error(message: str, limit: int | None) -> None:
+    assert batch_limit_from_error(message) == limit

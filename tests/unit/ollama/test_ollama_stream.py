@@ -493,3 +493,99 @@ def test_rfc3339_now() -> None:
     seconds = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     assert abs(seconds.timestamp() - before) < 5
     ChatResponse.model_validate({"created_at": text, "message": {"role": "assistant"}})
+
+
+# --- log probabilities, tokens and the final context -------------------------------------
+
+# Recorded from the tiny model on real llama-server (ids, timestamps and
+# generation_settings left out): a chat stream with logprobs/top_logprobs 2, and a native
+# /completion stream with n_probs 2 and return_tokens.
+CHAT_LOGPROBS_SSE = (
+    b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","c'
+    b'ontent":null}}]}\n\n'
+    b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":" to"},"log'
+    b'probs":{"content":[{"id":263,"token":" to","bytes":[32,116,111],"logprob":-0.872'
+    b'2447156906128,"top_logprobs":[{"id":263,"token":" to","bytes":[32,116,111],"logp'
+    b'rob":-0.8722447156906128},{"id":286,"token":" one","bytes":[32,111,110,101],"log'
+    b'prob":-1.5974429845809937}]}]}}]}\n\n'
+    b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":" hello"},"'
+    b'logprobs":{"content":[{"id":267,"token":" hello","bytes":[32,104,101,108,108,111'
+    b'],"logprob":-1.005114197731018,"top_logprobs":[{"id":267,"token":" hello","bytes'
+    b'":[32,104,101,108,108,111],"logprob":-1.005114197731018},{"id":291,"token":" fas'
+    b't","bytes":[32,102,97,115,116],"logprob":-1.632062554359436}]}]}}]}\n\n'
+    b'data: {"choices":[{"finish_reason":"length","index":0,"delta":{}}]}\n\n'
+    b'data: {"choices":[],"usage":{"completion_tokens":2,"prompt_tokens":30,"total_tok'
+    b'ens":32,"prompt_tokens_details":{"cached_tokens":29}},"timings":{"cache_n":29,"p'
+    b'rompt_n":1,"prompt_ms":0.518,"prompt_per_token_ms":0.518,"prompt_per_second":193'
+    b'0.5019305019305,"predicted_n":2,"predicted_ms":0.254,"predicted_per_token_ms":0.'
+    b'254,"predicted_per_second":3937.007874015748}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+NATIVE_LOGPROBS_SSE = (
+    b'data: {"content":" red","tokens":[283],"stop":false,"tokens_predicted":1,"tokens'
+    b'_evaluated":9,"completion_probabilities":[{"id":283,"token":" red","bytes":[32,1'
+    b'14,101,100],"logprob":-0.6875848770141602,"top_logprobs":[{"id":283,"token":" re'
+    b'd","bytes":[32,114,101,100],"logprob":-0.6875848770141602},{"id":294,"token":" s'
+    b'mall","bytes":[32,115,109,97,108,108],"logprob":-2.3852758407592773}]}]}\n\n'
+    b'data: {"content":" world","tokens":[269],"stop":false,"tokens_predicted":2,"toke'
+    b'ns_evaluated":9,"completion_probabilities":[{"id":269,"token":" world","bytes":['
+    b'32,119,111,114,108,100],"logprob":-1.7080223560333252,"top_logprobs":[{"id":269,'
+    b'"token":" world","bytes":[32,119,111,114,108,100],"logprob":-1.7080223560333252}'
+    b',{"id":283,"token":" red","bytes":[32,114,101,100],"logprob":-1.7473456859588623'
+    b"}]}]}\n\n"
+    b'data: {"content":"","tokens":[],"stop":true,"tokens_predicted":2,"tokens_evaluat'
+    b'ed":9,"prompt":"<s> the cat","has_new_line":false,"truncated":false,"stop_type":'
+    b'"limit","stopping_word":"","tokens_cached":10,"timings":{"cache_n":2,"prompt_n":'
+    b'7,"prompt_ms":0.733,"prompt_per_token_ms":0.10471428571428572,"prompt_per_second'
+    b'":9549.795361527968,"predicted_n":2,"predicted_ms":0.242,"predicted_per_token_ms'
+    b'":0.242,"predicted_per_second":4132.231404958678}}\n\n'
+)
+
+
+def test_chat_stream_chunks_carry_their_logprobs() -> None:
+    conv = converter(ChatStreamConverter, top_logprobs=1)
+    chunks = run(conv, CHAT_LOGPROBS_SSE)
+    assert [c["message"]["content"] for c in chunks] == [" to", " hello"]
+    assert chunks[0]["logprobs"] == [{
+        "token": " to", "logprob": -0.8722447156906128, "bytes": [32, 116, 111],
+        "top_logprobs": [{"token": " to", "logprob": -0.8722447156906128,
+                          "bytes": [32, 116, 111]}]}]
+    assert conv.text == " to hello" and conv.tokens == []
+    final = conv.finish()
+    assert "logprobs" not in final and final["done_reason"] == "length"
+    validate_chat([*chunks, final])
+
+
+def test_without_top_logprobs_no_chunk_has_logprobs() -> None:
+    chunks = run(converter(ChatStreamConverter), CHAT_LOGPROBS_SSE)
+    assert all("logprobs" not in c for c in chunks)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_native_stream_keeps_tokens_and_text_for_the_context(seed: int) -> None:
+    conv = converter(GenerateStreamConverter, top_logprobs=0)
+    pieces = list(chunked(NATIVE_LOGPROBS_SSE, random.Random(seed)))
+    chunks = [c for payload in payloads_of(pieces) for c in conv.feed_payload(payload)]
+    assert [c["response"] for c in chunks] == [" red", " world"]
+    assert [c["logprobs"] for c in chunks] == [
+        [{"token": " red", "logprob": -0.6875848770141602, "bytes": [32, 114, 101, 100]}],
+        [{"token": " world", "logprob": -1.7080223560333252,
+          "bytes": [32, 119, 111, 114, 108, 100]}]]
+    assert conv.upstream_done and conv.tokens == [283, 269] and conv.text == " red world"
+    final = conv.finish({"context": [1, 5, 283, 269]})
+    assert final["context"] == [1, 5, 283, 269]
+    assert list(final)[:6] == ["model", "created_at", "response", "done", "done_reason",
+                               "context"]
+    validate_generate([*chunks, final])
+
+
+def test_an_event_with_only_logprobs_still_makes_a_chunk() -> None:
+    conv = converter(GenerateStreamConverter, top_logprobs=0)
+    event = {"content": "", "tokens": [7], "stop": False,
+             "completion_probabilities": [{"token": "<x>", "logprob": -1.0, "bytes": []}]}
+    chunks = conv.feed_event(event)
+    assert len(chunks) == 1
+    assert chunks[0]["response"] == "" and chunks[0]["logprobs"] == [
+        {"token": "<x>", "logprob": -1.0}]
+    assert converter(GenerateStreamConverter).feed_event(event) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from .runner_calls import apply_template, props, slot_context, tokenize
 from .stream import ChatStreamConverter, GenerateStreamConverter, ndjson, parse_sse_lines
 from .timefmt import rfc3339_now
 
+log = logging.getLogger(__name__)
+
 Kind = Literal["chat", "generate"]
 NDJSON = "application/x-ndjson"
 
@@ -91,7 +94,9 @@ class _Call:
     body: dict[str, Any]
     start_ns: int
     top_logprobs: int | None
-    raw: bool
+    # Ollama's generate answers carry `context`; not in raw mode, and not with images
+    # (their place in the prompt cannot be given back as tokens).
+    with_context: bool
 
     @property
     def stream(self) -> bool:
@@ -146,7 +151,8 @@ async def _generation(request: web.Request, kind: Kind) -> web.StreamResponse:
             # turn goes after the context tokens to /completion.
             text = await apply_template(backend.http, lease, body)
             path, body = _generate_again(data, name, can_chat, chat_prompt=text)
-        call = _Call(kind, requested, path, body, start_ns, top_logprobs, raw)
+        with_context = kind == "generate" and not raw and not data.get("images")
+        call = _Call(kind, requested, path, body, start_ns, top_logprobs, with_context)
         return await _relay(request, lease, backend, call)
     finally:
         lease.release(keep_alive)
@@ -161,12 +167,7 @@ def _generate_again(data: Mapping[str, Any], name: str, can_chat: bool,
 
 
 async def _media_marker(backend: OllamaBackend, lease: Lease) -> str:
-    try:
-        async with backend.http.get(lease.base_url + "/props", headers=lease.headers) as resp:
-            props = await resp.json(content_type=None)
-    except (aiohttp.ClientError, ValueError):
-        return DEFAULT_MEDIA_MARKER
-    marker = props.get("media_marker") if isinstance(props, dict) else None
+    marker = (await props(backend.http, lease)).get("media_marker")
     return marker if isinstance(marker, str) and marker else DEFAULT_MEDIA_MARKER
 
 
@@ -187,19 +188,24 @@ async def _reply_context(backend: OllamaBackend, lease: Lease, call: _Call, answ
     and the answer's own tokens (end-of-turn included); from a chat completion, the
     runner's rendering of the messages with the answer text, tokenized.
     """
-    if call.kind != "generate" or call.raw:
+    if not call.with_context:
         return None
-    if call.path == CHAT_PATH:
-        text = await apply_template(backend.http, lease, call.body)
-        return await tokenize(backend.http, lease, text + answer, add_special=True)
-    if call.path != COMPLETION_PATH:
+    try:
+        if call.path == CHAT_PATH:
+            text = await apply_template(backend.http, lease, call.body)
+            return await tokenize(backend.http, lease, text + answer, add_special=True)
+        if call.path != COMPLETION_PATH:
+            return None
+        parts = completion_prompt_parts(call.body)
+        if parts is None:
+            return None
+        before, text = parts
+        prompt = await tokenize(backend.http, lease, text, add_special=not before)
+        return [*before, *prompt, *tokens]
+    except LlamaRunnerError as exc:
+        # The answer is complete: losing its context is better than losing the answer.
+        log.warning("no context for the answer of %s: %s", lease.runner.name, exc.message)
         return None
-    parts = completion_prompt_parts(call.body)
-    if parts is None:
-        return None
-    before, text = parts
-    prompt = await tokenize(backend.http, lease, text, add_special=not before)
-    return [*before, *prompt, *tokens]
 
 
 def _answer_of(reply: Mapping[str, Any], path: str) -> tuple[str, list[int]]:

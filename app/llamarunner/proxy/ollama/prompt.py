@@ -98,7 +98,8 @@ def _exported(name: str) -> str:
 
 def _tools(tools: Sequence[Mapping[str, Any]]) -> Stringer:
     entries = [Stringer(_go_fields(tool), go_json(tool)) for tool in tools]
-    return Stringer(entries, go_json(list(tools)) if tools else "[]")
+    # No tools is a nil list in Ollama, whose String() is JSON's null.
+    return Stringer(entries, go_json(list(tools)) if tools else "null")
 
 
 def _collate(messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[Body]]:

@@ -125,7 +125,10 @@ def test_send_streams_the_answer_and_shows_its_stats(chat_window: Window) -> Non
     chat_window.type_and_send("hello there")
     assert panel.busy and panel.stop_button.isEnabled() and not panel.send_button.isEnabled()
     assert panel.input.toPlainText() == ""
+    # The model loads on first use: the panel says what it waits for until words arrive.
+    assert not panel.status_label.isHidden() and "Waiting for tiny" in panel.status_label.text()
     assert chat_window.wait_answer() == "done"
+    assert panel.status_label.isHidden()
 
     [turn] = panel.turns
     assert turn.prompt == "hello there" and turn.model == "tiny"

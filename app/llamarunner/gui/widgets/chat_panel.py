@@ -115,6 +115,10 @@ class ChatPanel(QWidget):
         self.clear_button = QPushButton("New chat")
         self.clear_button.setToolTip("Forget this conversation and start again")
         self.problem_label = ErrorLabel()
+        # Until the first word arrives: a cold model takes a moment to load.
+        self.status_label = QLabel()
+        self.status_label.setStyleSheet(f"color: {_MUTED_COLOR}")
+        self.status_label.hide()
 
         self.transcript = QTextBrowser()
         self.transcript.setOpenLinks(False)
@@ -169,6 +173,7 @@ class ChatPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.problem_label)
         layout.addWidget(self.transcript, 1)
+        layout.addWidget(self.status_label)
         layout.addLayout(settings)
         layout.addLayout(entry)
 
@@ -258,6 +263,8 @@ class ChatPanel(QWidget):
         self.turns.append(turn)
         self.input.clear()
         self._write_question(turn)
+        self._show_status(f"Waiting for {turn.model} (a model that is not loaded yet is "
+                          "loaded first)…")
         coro = self._generate(turn, messages, self.system_edit.text().strip() or None,
                               self.temperature(), self.max_tokens())
         task = self._bridge.run(coro, f"chat with {turn.model}")
@@ -309,7 +316,12 @@ class ChatPanel(QWidget):
         finally:
             self._end(turn, outcome, error=error)
 
+    def _show_status(self, text: str | None) -> None:
+        self.status_label.setText(text or "")
+        self.status_label.setVisible(bool(text))
+
     def _on_event(self, turn: ChatTurn, event: ChatEvent) -> None:
+        self._show_status(None)
         match event:
             case TextDelta(text):
                 turn.answer += text
@@ -331,6 +343,7 @@ class ChatPanel(QWidget):
         if turn.done:
             return
         turn.done = True
+        self._show_status(None)
         turn.stopped = outcome == "stopped"
         turn.error = error if outcome == "error" else ""
         if outcome == "error":

@@ -26,8 +26,8 @@ FOREIGN_TOKENS = ("<|im_start|>", "<|im_end|>", "<start_of_turn>", "<|eot_id|>",
 
 @pytest.fixture
 async def running(write_config, start_service, llama_server_bin, smollm2_model, gemma3_model,
-                  tmp_path: Path):
-    plain = write_tiny_gguf(tmp_path / "plain.gguf", name="plain", chat_template=None)
+                  plain_model: Path, tmp_path: Path):
+    plain = plain_model
     embedder = write_tiny_gguf(tmp_path / "embedder.gguf", name="embedder",
                                architecture_extras={"llama.pooling_type": 1})
     config = write_config(

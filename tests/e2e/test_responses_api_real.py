@@ -7,46 +7,17 @@ import asyncio
 import json
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-from tests.support.tiny_gguf import write_tiny_gguf
-
-MODEL_ARGS = {"ctx-size": 512, "threads": 1, "jinja": True}
-BOTH_PORTS = pytest.mark.parametrize("api", ["lmstudio", "ollama"])
-HELLO = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def plain_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A text model that cannot chat: no template in its file, and a name and architecture
-    (llama, not named after a family) that match no family template."""
-    return write_tiny_gguf(tmp_path_factory.mktemp("plain") / "plain.gguf", name="plain",
-                           chat_template=None)
-
-
-def both_ports() -> dict[str, Any]:
-    return {"ollama": {"enabled": True, "host": "127.0.0.1", "port": 0},
-            "lmstudio": {"enabled": True, "host": "127.0.0.1", "port": 0}}
-
-
-def models(tiny_model: Path, plain_model: Path, **extra_args: Any) -> dict[str, Any]:
-    return {"tiny": {"path": str(tiny_model), "args": {**MODEL_ARGS, **extra_args}},
-            "plain": {"path": str(plain_model), "args": MODEL_ARGS}}
+from tests.support.both_listeners import BOTH_PORTS, HELLO, both_ports, models, url_of
 
 
 @pytest.fixture
-async def running(write_config, start_service, llama_server_bin, tiny_model, plain_model):
-    config = write_config(models(tiny_model, plain_model), runtime=llama_server_bin,
-                          proxies=both_ports())
-    return await start_service(config)
-
-
-def url_of(running, api: str) -> str:
-    return f"http://127.0.0.1:{running.service.listeners.bound_port(api)}"
+def running(two_api_service):  # type: ignore[no-untyped-def]
+    return two_api_service
 
 
 def client_for(running, api: str = "lmstudio") -> openai.AsyncOpenAI:

@@ -34,9 +34,9 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 from llamarunner import paths
 from llamarunner.config import ConfigStore
-from llamarunner.core.service import Service
 from llamarunner.demo import DEMO_MODEL_NAME, DEMO_MODELS, demo_cache_dir
 from llamarunner.runtime.resolver import resolve_runtime
+from llamarunner.service import Service
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tiny-chat"

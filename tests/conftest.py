@@ -17,8 +17,8 @@ from tests.support.tiny_gguf import write_tiny_gguf
 
 from llamarunner import demo, paths
 from llamarunner.config import ConfigStore
-from llamarunner.core.service import Service
 from llamarunner.runtime.resolver import RuntimeNotFoundError, resolve_runtime
+from llamarunner.service import Service
 
 
 def pytest_configure(config: pytest.Config) -> None:

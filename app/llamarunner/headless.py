@@ -9,8 +9,8 @@ import signal
 import sys
 
 from .config import ConfigError, ConfigStore
-from .core.service import Service, run_until_stopped
 from .paths import runner_log_dir
+from .service import Service, run_until_stopped
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from tests.docs.markdown_docs import API_REFERENCE, code_blocks, endpoint_sections
 
 from llamarunner.config import Config, ConfigStore
-from llamarunner.core.service import Service
+from llamarunner.service import Service
 
 Route = tuple[int, str, str]  # port, method, canonical path
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from tests.support.tiny_gguf import write_tiny_gguf
 
-from llamarunner.core.chat import ChatError, ChatEvent, ChatSummary, ReasoningDelta, TextDelta
-from llamarunner.core.service import Service
+from llamarunner.service import Service
+from llamarunner.service.chat import ChatError, ChatEvent, ChatSummary, ReasoningDelta, TextDelta
 
 COLORS = ("red", "blue", "green", "yellow", "orange", "purple", "pink", "black", "white",
           "brown", "violet", "gray", "grey", "indigo")

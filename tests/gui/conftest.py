@@ -37,7 +37,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 import llamarunner.gui  # noqa: F401 - applies the PySide6 6.12 emit() guard (see there)
 from llamarunner.config import ConfigStore
-from llamarunner.core.service import Service
+from llamarunner.service import Service
 
 T = TypeVar("T")
 

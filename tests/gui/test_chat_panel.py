@@ -14,11 +14,11 @@ from pytestqt.qtbot import QtBot
 from tests.support.tiny_gguf import write_tiny_gguf
 
 from llamarunner.config import ConfigStore
-from llamarunner.core.service import Service
 from llamarunner.gui.bridge import ServiceBridge
 from llamarunner.gui.models.library_model import COL_NAME, COL_TEMPLATE, NAME_ROLE
 from llamarunner.gui.widgets.chat_panel import ChatPanel
 from llamarunner.gui.windows.library import LibraryWindow
+from llamarunner.service import Service
 
 NO_SOURCES = {"ollama": {"enabled": False}, "lmstudio": {"enabled": False}}
 

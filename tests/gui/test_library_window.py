@@ -19,7 +19,6 @@ from pytestqt.qtbot import QtBot
 from tests.support.stores import FakeOllamaStore
 
 from llamarunner.config import ConfigStore
-from llamarunner.core.service import Service
 from llamarunner.gui.bridge import ServiceBridge
 from llamarunner.gui.models.library_model import (
     COL_CONTEXT,
@@ -36,6 +35,7 @@ from llamarunner.gui.windows.library import (
     format_arg_value,
     parse_arg_value,
 )
+from llamarunner.service import Service
 
 NO_SOURCES = {"ollama": {"enabled": False}, "lmstudio": {"enabled": False}}
 

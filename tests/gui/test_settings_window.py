@@ -19,9 +19,9 @@ from pytestqt.qtbot import QtBot
 
 from llamarunner import paths
 from llamarunner.config import ConfigStore, parse_config
-from llamarunner.core.service import Service
 from llamarunner.gui.bridge import ServiceBridge
 from llamarunner.gui.windows.settings import SettingsWindow, runtime_check
+from llamarunner.service import Service
 
 
 # See test_library_window.py: loops stay referenced so none is collected off the GUI thread.

@@ -23,7 +23,6 @@ from PySide6.QtGui import QAction, QIcon, QImage
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QSystemTrayIcon, QWidget
 
 from llamarunner.config import ConfigStore
-from llamarunner.core.service import Service
 from llamarunner.gui import window_manager
 from llamarunner.gui.app import EXIT_CONFIG, EXIT_OK, DesktopApp
 from llamarunner.gui.bridge import ServiceBridge
@@ -31,6 +30,7 @@ from llamarunner.gui.icons import IconState, state_icon
 from llamarunner.gui.tray import TrayIcon, compute_state
 from llamarunner.gui.window_manager import WindowManager
 from llamarunner.integration.single_instance import SingleInstance
+from llamarunner.service import Service
 
 if TYPE_CHECKING:
     from tests.gui.conftest import QtDriver, RecordingWindows

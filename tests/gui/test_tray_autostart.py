@@ -19,11 +19,11 @@ from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QWidget
 
 from llamarunner import __version__, paths
 from llamarunner.config import ConfigStore
-from llamarunner.core.service import Service
 from llamarunner.gui.app import EXIT_OK, DesktopApp
 from llamarunner.gui.bridge import ServiceBridge
 from llamarunner.gui.tray import TrayIcon
 from llamarunner.integration.autostart import Autostart, EntryState, XdgAutostart
+from llamarunner.service import Service
 
 if TYPE_CHECKING:
     from tests.gui.conftest import QtDriver, RecordingWindows

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llamarunner.core.chat import ChatError, ChatEvent, TextDelta
-from llamarunner.core.service import Service
+from llamarunner.service import Service
+from llamarunner.service.chat import ChatError, ChatEvent, TextDelta
 
 HI = [{"role": "user", "content": "hi"}]
 

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llamarunner.core.service import Service
 from llamarunner.runner.state import RunnerState
+from llamarunner.service import Service
 
 BOTH_PORTS = {
     "ollama": {"enabled": True, "host": "127.0.0.1", "port": 0},

@@ -171,7 +171,7 @@ def _arg_text(key: str, value: object) -> str:
     raise TypeError(f"{key}: cannot pass {type(value).__name__} to llama-server")
 
 
-def build_argv(args: Mapping[str, ArgValue]) -> list[str]:
+def args_to_argv(args: Mapping[str, ArgValue]) -> list[str]:
     """Turn normalised args into llama-server argv tokens (without the program and -m/--port).
 
     One-letter keys become `-k`, longer ones `--key`; `true` is a bare flag, `false`/`None`

@@ -16,10 +16,10 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from .. import __version__, paths
 from ..config import ConfigError, ConfigStore
-from ..core.service import Service
 from ..integration.autostart import Autostart, AutostartResult
 from ..integration.single_instance import SingleInstance
 from ..proxy.servers import ListenerError
+from ..service import Service
 from .bridge import ServiceBridge
 from .icons import app_icon
 from .tray import APP_TITLE, TRAY_WAIT_SECONDS, TrayIcon

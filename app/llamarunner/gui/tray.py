@@ -16,9 +16,9 @@ from .. import paths
 from ..buildinfo import version_text
 from ..config import Config
 from ..core.logging_setup import LOG_FILE_NAME
-from ..core.service import Service
 from ..integration.autostart import Autostart, change_start_at_login, set_start_at_login
 from ..proxy.servers import API_TITLES
+from ..service import Service
 from .bridge import ServiceBridge
 from .icons import IconState, app_icon, state_icon
 

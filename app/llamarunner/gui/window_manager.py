@@ -10,7 +10,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from ..core.service import Service
+from ..service import Service
 from .bridge import ServiceBridge
 from .icons import app_icon
 

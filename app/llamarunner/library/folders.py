@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.schema import ArgValue, ModelConfig
 from .discovery import (
     LibraryEntry,
     ScanResult,
@@ -23,10 +21,7 @@ from .metadata_cache import MetadataCache
 
 __all__ = [
     "DISCOVERED_MODEL_ARGS",
-    "FoundModel",
-    "merge_discovered",
     "model_name_for",
-    "scan_folders",
     "scan_model_folders",
 ]
 
@@ -126,72 +121,3 @@ def _gguf_files_by_folder(root: Path) -> tuple[dict[str, list[str]], list[Skippe
                 found.setdefault(folder, []).append(entry.path)
         stack.extend(reversed(subfolders))
     return found, skipped
-
-
-# ---------------------------------------------------------------------------------------------
-# The first library's interface, kept for callers not yet on catalog.build_catalog.
-
-
-@dataclass(frozen=True)
-class FoundModel:
-    """A model file found in a folder (superseded by LibraryEntry)."""
-
-    name: str
-    path: Path
-    mtime: float
-    projector: str | None = None
-
-
-def scan_folders(folders: Iterable[Path]) -> list[FoundModel]:
-    """Every loadable model under the folders (recursively), one entry per model."""
-    return [
-        FoundModel(e.name, Path(e.path), e.mtime, e.projector)
-        for e in scan_model_folders(folders).entries
-    ]
-
-
-def merge_discovered(
-    configured: Mapping[str, ModelConfig], found: Iterable[FoundModel], runtime: str = "default"
-) -> dict[str, ModelConfig]:
-    """Configured models plus found files that no configured model already points at.
-
-    A found name that is taken gets a numeric suffix and a warning, never a silent clash;
-    a configured entry without a path gives its settings to the found model of its name.
-    """
-    models = {name: m for name, m in configured.items() if not m.settings_only}
-    settings = {name: m for name, m in configured.items() if m.settings_only}
-    known_paths = {_same_file_key(m.path) for m in models.values()}
-    for item in found:
-        key = _same_file_key(str(item.path))
-        if key in known_paths:
-            continue
-        known_paths.add(key)
-        name = item.name
-        suffix = 2
-        while name in models:
-            name = f"{item.name}-{suffix}"
-            suffix += 1
-        if name != item.name:
-            log.warning("model name %s is taken; %s is listed as %s", item.name, item.path, name)
-        args: dict[str, ArgValue] = dict(DISCOVERED_MODEL_ARGS)
-        if item.projector:
-            args["mmproj"] = item.projector
-        extra = settings.get(name)
-        if extra is not None:
-            args.update(extra.args)
-        models[name] = ModelConfig(
-            name=name,
-            path=str(item.path),
-            runtime=extra.runtime if extra else runtime,
-            args=args,
-            ttl=extra.ttl if extra else None,
-            alias=extra.alias if extra else (),
-        )
-    return models
-
-
-def _same_file_key(path: str) -> str:
-    try:
-        return os.path.realpath(path)
-    except OSError:
-        return path

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from ..config.schema import ArgValue, ModelConfig, build_argv
+from ..config.schema import ArgValue, ModelConfig, args_to_argv
 from ..core.errors import RunnerFailedError
 from ..core.events import EventBus, RunnerLogLine, RunnerStateChanged
 from .process import ManagedProcess
@@ -101,7 +101,7 @@ def build_command(
     if "alias" not in args and "a" not in args:
         # So llama-server's own /v1/models and responses name the model as clients asked.
         argv += ["--alias", model.name]
-    argv += build_argv(args)
+    argv += args_to_argv(args)
     return argv
 
 

@@ -482,7 +482,8 @@ def install_runtime(
             failure_hint=toolchain_hint() if platform.system() == "Windows" else "",
         )
         n_jobs = jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
-        _run_step(run, InstallStep.BUILD, build_argv(toolchain.cmake, build_dir, n_jobs), emit)
+        _run_step(run, InstallStep.BUILD,
+                  cmake_build_command(toolchain.cmake, build_dir, n_jobs), emit)
         built = _find_built_binary(build_dir)
         return _commit_to_cache(
             built,
@@ -576,7 +577,7 @@ def configure_argv(
     return [cmake, "-S", str(tree), "-B", str(build_dir), *(flags or cmake_flags())]
 
 
-def build_argv(cmake: str, build_dir: Path, jobs: int) -> list[str]:
+def cmake_build_command(cmake: str, build_dir: Path, jobs: int) -> list[str]:
     """The cmake build command for the llama-server target only."""
     # --config matters for multi-config generators (Visual Studio, Xcode) and is ignored
     # by single-config ones, where CMAKE_BUILD_TYPE already chose Release.

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from llamarunner.config import ArgValue, ModelConfig, build_argv, normalise_args
+from llamarunner.config import ArgValue, ModelConfig, args_to_argv, normalise_args
 
 
 @pytest.mark.parametrize(
@@ -92,23 +92,23 @@ def test_normalise_args_reports_every_problem() -> None:
         ({"--ctx-size": 1, "-t": 2}, ["--ctx-size", "1", "-t", "2"]),
     ],
 )
-def test_build_argv(args: dict[str, ArgValue], argv: list[str]) -> None:
-    assert build_argv(args) == argv
+def test_args_to_argv(args: dict[str, ArgValue], argv: list[str]) -> None:
+    assert args_to_argv(args) == argv
 
 
-def test_build_argv_rejects_bools_in_lists() -> None:
+def test_args_to_argv_rejects_bools_in_lists() -> None:
     with pytest.raises(ValueError, match="inside a list"):
-        build_argv({"lora": [True]})
+        args_to_argv({"lora": [True]})
 
 
-def test_build_argv_rejects_non_finite() -> None:
+def test_args_to_argv_rejects_non_finite() -> None:
     with pytest.raises(ValueError, match="finite"):
-        build_argv({"temp": math.inf})
+        args_to_argv({"temp": math.inf})
 
 
 def test_normalise_then_build() -> None:
     args = normalise_args({"--ctx-size": 4096, "-t": 2, "jinja": True, "mlock": False})
-    assert build_argv(args) == ["--ctx-size", "4096", "-t", "2", "--jinja"]
+    assert args_to_argv(args) == ["--ctx-size", "4096", "-t", "2", "--jinja"]
 
 
 @pytest.mark.parametrize(

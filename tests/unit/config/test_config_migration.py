@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from llamarunner.config import build_argv, is_legacy, migrate_legacy, parse_config
+from llamarunner.config import args_to_argv, is_legacy, migrate_legacy, parse_config
 from llamarunner.config.migration import legacy_key_path
 
 # An old-format file as a user of the original project might have written it.
@@ -164,7 +164,7 @@ def old_runner_argv(parameters: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("name", ["Mistral Small", "Phi 4 Mini", "Granite Embed"])
 def test_command_line_matches_the_old_runner(name: str) -> None:
     config = parse_config(migrate_legacy(LEGACY))
-    assert build_argv(config.models[name].args) == old_runner_argv(
+    assert args_to_argv(config.models[name].args) == old_runner_argv(
         LEGACY["models"][name]["parameters"]
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import re
@@ -67,7 +68,53 @@ def test_nothing_outside_gui_imports_qt() -> None:
 def test_headless_modules_load_without_qt() -> None:
     # A fresh interpreter: pytest-qt has already imported PySide6 into this one.
     code = (
-        "import sys, llamarunner.cli, llamarunner.headless, llamarunner.core.service; "
+        "import sys, llamarunner.cli, llamarunner.headless, llamarunner.service; "
         "sys.exit('PySide6' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# The house, bottom to top: a package may import only from the floors below its own.
+LAYERS: list[set[str]] = [
+    {"core", "paths", "__init__"},
+    {"config", "runtime"},
+    {"library", "integration", "demo"},
+    {"runner"},
+    {"proxy", "monitor"},
+    {"service"},
+    {"doctor", "buildinfo"},
+    {"headless", "gui"},
+    {"cli"},
+    {"__main__"},
+]
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """Top-level llamarunner packages a module imports (relative or absolute imports)."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = list(parts[:-1])[: len(parts) - node.level]
+            target = [*base, *(node.module.split(".") if node.module else [])]
+            names = [target[0]] if target else [alias.name for alias in node.names]
+        elif node.module and node.module.startswith("llamarunner."):
+            names = [node.module.split(".")[1]]
+        else:
+            continue
+        found.update(names)
+    return found
+
+
+def test_every_import_points_down() -> None:
+    floor = {name: index for index, layer in enumerate(LAYERS) for name in layer}
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = path.relative_to(PACKAGE).with_suffix("").parts[0]
+        assert own in floor, f"{own} is on no floor of LAYERS"
+        for target in _imported_packages(path) - {own}:
+            if target in floor and floor[target] >= floor[own]:
+                upward.append(f"{path.relative_to(PACKAGE)} imports {target}")
+    assert upward == []

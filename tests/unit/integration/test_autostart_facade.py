@@ -235,6 +235,6 @@ def test_the_saved_file_holds_the_key(xdg: XdgAutostart, exe: Path, tmp_path: Pa
 
 def test_headless_never_loads_start_at_login() -> None:
     """Only the desktop app reconciles the entry: servers and containers never touch it."""
-    code = ("import sys, llamarunner.cli, llamarunner.headless, llamarunner.core.service; "
+    code = ("import sys, llamarunner.cli, llamarunner.headless, llamarunner.service; "
             "sys.exit('llamarunner.integration.autostart' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60, check=False).returncode == 0

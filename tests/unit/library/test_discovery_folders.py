@@ -14,7 +14,6 @@ from tests.support.stores import (
     write_vocab_only_gguf,
 )
 
-from llamarunner.config import ModelConfig
 from llamarunner.library.discovery import (
     FoundFile,
     LibraryEntry,
@@ -26,10 +25,7 @@ from llamarunner.library.discovery import (
     split_part,
 )
 from llamarunner.library.folders import (
-    DISCOVERED_MODEL_ARGS,
-    merge_discovered,
     model_name_for,
-    scan_folders,
     scan_model_folders,
 )
 from llamarunner.library.metadata_cache import MetadataCache
@@ -382,24 +378,3 @@ def test_headers_read_once_through_the_cache(tmp_path: Path, monkeypatch: pytest
         scan_model_folders([tmp_path], metadata=cache)
     # The projector is known by its name; the model's header is read once.
     assert [os.path.basename(c) for c in calls] == ["m.gguf"]
-
-
-# ---------------------------------------------------------------------------------------------
-# The first interface, still used by the Service until it moves to build_catalog
-
-
-def test_scan_folders_and_merge_discovered_still_work(tmp_path: Path) -> None:
-    write_model(tmp_path / "one.gguf")
-    projector = write_projector(tmp_path / "mmproj-one-f16.gguf")
-    write_model(tmp_path / "tuned.gguf", seed=1)
-    configured = {
-        "one": ModelConfig(name="one", path="/elsewhere/one.gguf"),
-        "tuned": ModelConfig(name="tuned", path="", args={"ctx-size": 8192}),
-    }
-    found = scan_folders([tmp_path])
-    models = merge_discovered(configured, found)
-    assert sorted(models) == ["one", "one-2", "tuned"]
-    assert models["one-2"].args == {**DISCOVERED_MODEL_ARGS, "mmproj": str(projector)}
-    # An entry without a path gives its settings to the found model of its name.
-    assert models["tuned"].path == str(tmp_path / "tuned.gguf")
-    assert models["tuned"].args == {**DISCOVERED_MODEL_ARGS, "ctx-size": 8192}

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.chat import ChatError, ChatEvent, ChatSummary, ReasoningDelta, TextDelta
 from ...library.chat_template import ChatTemplate
+from ...service.chat import ChatError, ChatEvent, ChatSummary, ReasoningDelta, TextDelta
 from ..windows._common import ERROR_COLOR, BridgeLike, ErrorLabel
 
 log = logging.getLogger(__name__)

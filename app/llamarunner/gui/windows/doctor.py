@@ -15,8 +15,8 @@ from PySide6.QtWidgets import (
 )
 
 from ...config.defaults import PROXY_NAMES
-from ...core.service import Service
 from ...doctor import Report, diagnose, format_report, target_from_config
+from ...service import Service
 from ._common import ERROR_COLOR, OK_COLOR, BridgeLike, ToolWindow
 
 CHECKING_TEXT = "Checking each client against this app…"

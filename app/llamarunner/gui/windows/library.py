@@ -42,9 +42,9 @@ from ...config import (
     render_path,
 )
 from ...core.errors import LlamaRunnerError
-from ...core.service import Service
 from ...library.metadata import parameter_size_label
 from ...runner.results import LoadResult, UnloadResult
+from ...service import Service
 from ..models.library_model import (
     COL_NAME,
     COL_STATE,

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.service import Service
+from ...service import Service
 from ..models.log_model import (
     DEBUG,
     DEFAULT_MAX_LINES,

@@ -46,9 +46,9 @@ from ...config import (
 )
 from ...config.locate import is_comment_key
 from ...config.store import dump_config_text
-from ...core.service import Service
 from ...proxy.servers import API_TITLES
 from ...runtime.resolver import RuntimeNotFoundError, find_runtime
+from ...service import Service
 from ._common import (
     ERROR_COLOR,
     OK_COLOR,

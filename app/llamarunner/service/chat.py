@@ -12,10 +12,10 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 
+from ..core.errors import BadRequestError, LlamaRunnerError
 from ..proxy.ollama.stream import DONE, parse_sse_lines
 from ..proxy.relay import first_byte_deadline, first_chunk, open_upstream, upstream_error_message
 from ..runner.manager import Lease, RunnerManager
-from .errors import BadRequestError, LlamaRunnerError
 
 __all__ = [
     "CHAT_PATH",

@@ -23,6 +23,14 @@ from ..config import (
     ModelConfig,
     diff_configs,
 )
+from ..core.errors import (
+    ChatNotSupportedError,
+    ModelFileMissingError,
+    ModelNotFoundError,
+    RuntimeMissingError,
+)
+from ..core.events import ConfigApplied, ConfigRejected, EventBus
+from ..core.tasks import BackgroundTasks
 from ..library.auto_settings import auto_configure
 from ..library.capabilities import capabilities
 from ..library.catalog import Catalog, build_catalog, library_fingerprint, watch_roots
@@ -40,14 +48,6 @@ from ..proxy.servers import ListenerError, ListenerSet
 from ..runner.manager import RunnerManager
 from ..runtime.resolver import RuntimeNotFoundError, resolve_runtime
 from .chat import ChatEvent, stream_chat
-from .errors import (
-    ChatNotSupportedError,
-    ModelFileMissingError,
-    ModelNotFoundError,
-    RuntimeMissingError,
-)
-from .events import ConfigApplied, ConfigRejected, EventBus
-from .tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 

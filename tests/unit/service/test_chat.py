@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from llamarunner.core.chat import (
+from llamarunner.core.errors import BadRequestError
+from llamarunner.proxy.ollama.stream import parse_sse_lines
+from llamarunner.service.chat import (
     ChatStreamReader,
     ChatSummary,
     ReasoningDelta,
     TextDelta,
     chat_request,
 )
-from llamarunner.core.errors import BadRequestError
-from llamarunner.proxy.ollama.stream import parse_sse_lines
 
 LLAMA = Path(__file__).resolve().parents[2] / "data" / "llama_server"
 HI = [{"role": "user", "content": "hi"}]

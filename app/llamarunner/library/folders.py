@@ -12,8 +12,8 @@ from .discovery import (
     ScanResult,
     SkippedFile,
     classify_files,
-    inside,
     is_gguf_name,
+    link_refusal,
     pair_projectors,
     split_part,
 )
@@ -44,8 +44,9 @@ def scan_model_folders(
 ) -> ScanResult:
     """Every model under the folders, recursively, with projectors paired (see discovery).
 
-    Symbolic links are followed only while they stay inside the folder being scanned: a
-    link out of it is reported, not followed, so a scan never wanders the whole disk.
+    Symbolic links to model files are followed wherever they point; links to folders
+    only while they stay inside the folder being scanned, so a scan never wanders the
+    whole disk; a link that points nowhere is reported as broken (see `link_refusal`).
     Hidden files and folders (".name") are ignored: macOS "._x.gguf" resource forks and
     tools' partial downloads live there. Folders that do not exist give nothing.
     """
@@ -98,20 +99,20 @@ def _gguf_files_by_folder(root: Path) -> tuple[dict[str, list[str]], list[Skippe
                 continue
             try:
                 is_link = entry.is_symlink()
-                is_dir = entry.is_dir()  # follows links: the target's kind
+                # Follows links: the target's kind. A loop of links raises: reported as
+                # broken below.
+                is_dir = entry.is_dir()
             except OSError:
-                continue
+                if not is_link:
+                    continue
+                is_dir = False
             if not (is_dir or is_gguf_name(entry.name)):
                 continue
             real = os.path.realpath(entry.path)
-            if is_link and not inside(real, root_real):
-                skipped.append(
-                    SkippedFile(
-                        entry.path,
-                        f"symbolic link to {real}, outside {root}: not followed (add that "
-                        "folder to model_dirs instead)",
-                    )
-                )
+            refusal = is_link and link_refusal(entry.path, real, is_dir=is_dir,
+                                               root_real=root_real, root_label=str(root))
+            if refusal:
+                skipped.append(SkippedFile(entry.path, refusal))
                 continue
             if is_dir:
                 if real not in visited:  # a link loop or a second way to the same folder

@@ -16,8 +16,8 @@ from .discovery import (
     SkippedFile,
     classify_files,
     gguf_stem,
-    inside,
     is_gguf_name,
+    link_refusal,
     pair_projectors,
     quant_token,
     split_part,
@@ -108,7 +108,8 @@ def scan_lmstudio_store(root: Path, *, metadata: MetadataCache | None = None) ->
     skipped). Names follow LM Studio's model keys: the folder name, lower-cased, without
     "-GGUF"; a folder holding several quantizations gives ``<key>@<quant>`` for each
     (LM Studio's variant keys, e.g. ``meta-llama-3.1-8b-instruct@q4_k_m``). Projectors in
-    the folder are paired as in model folders. Symbolic links must stay inside `root`.
+    the folder are paired as in model folders. Links to model files are followed wherever
+    they point (`lms import --symbolic-link`); links to folders must stay inside `root`.
     """
     result = ScanResult()
     try:
@@ -147,19 +148,17 @@ def _children(
             is_link = entry.is_symlink()
             is_dir = entry.is_dir()
         except OSError:
-            continue
+            if not is_link:
+                continue
+            is_dir = False  # a loop of links: reported as broken below
         gguf = not is_dir and is_gguf_name(entry.name)
         if not (is_dir or gguf):
             continue
         real = os.path.realpath(entry.path)
-        if is_link and not inside(real, root_real):
-            skipped.append(
-                SkippedFile(
-                    entry.path,
-                    f"symbolic link to {real}, outside LM Studio's models folder: not "
-                    "followed (add that folder to model_dirs instead)",
-                )
-            )
+        refusal = is_link and link_refusal(entry.path, real, is_dir=is_dir, root_real=root_real,
+                                           root_label="LM Studio's models folder")
+        if refusal:
+            skipped.append(SkippedFile(entry.path, refusal))
         elif (want == "gguf" and gguf) or (want == "files" and is_dir):
             found.append((entry.path, entry.name))
         elif want == "files" and gguf:

@@ -321,16 +321,27 @@ def test_symlink_inside_root_is_followed(tmp_path: Path) -> None:
     assert skipped == {}
 
 
-def test_symlink_out_of_root_is_skipped(tmp_path: Path) -> None:
-    outside = write_model(tmp_path / "elsewhere" / "secret.gguf")
+def test_a_link_to_a_model_file_elsewhere_is_followed(tmp_path: Path) -> None:
+    # What `lms import --symbolic-link` and users' own links make.
+    outside = write_model(tmp_path / "elsewhere" / "imported.gguf")
     root = tmp_path / "root"
     root.mkdir()
-    (root / "escape.gguf").symlink_to(outside)
+    (root / "imported.gguf").symlink_to(outside)
+    write_model(root / "ok.gguf", seed=1)
+    found, skipped = scan(root)
+    assert sorted(found) == ["imported", "ok"]
+    assert os.path.realpath(found["imported"].path) == os.path.realpath(outside)
+    assert skipped == {}
+
+
+def test_a_link_to_a_folder_out_of_root_is_skipped(tmp_path: Path) -> None:
+    write_model(tmp_path / "elsewhere" / "secret.gguf")
+    root = tmp_path / "root"
+    root.mkdir()
     (root / "escape-dir").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     write_model(root / "ok.gguf", seed=1)
     found, skipped = scan(root)
     assert list(found) == ["ok"]
-    assert "outside" in reason_for(skipped, root / "escape.gguf")
     assert "outside" in reason_for(skipped, root / "escape-dir")
 
 
@@ -341,11 +352,21 @@ def test_symlink_loop_does_not_hang(tmp_path: Path) -> None:
     assert list(found) == ["m"]
 
 
-def test_dangling_symlink_is_skipped(tmp_path: Path) -> None:
+def test_a_link_that_points_nowhere_is_listed_as_broken(tmp_path: Path) -> None:
     (tmp_path / "gone.gguf").symlink_to(tmp_path / "missing.gguf")
+    write_model(tmp_path / "ok.gguf")
+    found, skipped = scan(tmp_path)
+    assert list(found) == ["ok"]
+    reason = reason_for(skipped, tmp_path / "gone.gguf")
+    assert reason.startswith("broken symbolic link") and "missing.gguf" in reason
+
+
+def test_a_loop_of_file_links_is_broken_not_a_hang(tmp_path: Path) -> None:
+    (tmp_path / "a.gguf").symlink_to(tmp_path / "b.gguf")
+    (tmp_path / "b.gguf").symlink_to(tmp_path / "a.gguf")
     found, skipped = scan(tmp_path)
     assert found == {}
-    assert "cannot read" in reason_for(skipped, tmp_path / "gone.gguf")
+    assert "broken symbolic link" in reason_for(skipped, tmp_path / "a.gguf")
 
 
 def test_root_that_is_a_symlink_is_scanned(tmp_path: Path) -> None:

@@ -165,6 +165,20 @@ def test_symlinked_model_folder_outside_is_not_followed(lms: FakeLMStudio, tmp_p
     assert "outside LM Studio's models folder" in skipped[str(publisher / "model-GGUF")]
 
 
+def test_a_model_imported_as_a_symbolic_link_is_listed(lms: FakeLMStudio,
+                                                       tmp_path: Path) -> None:
+    # `lms import --symbolic-link ~/Downloads/model-Q4_K_M.gguf` leaves a file link.
+    outside = write_model(tmp_path / "Downloads" / "model-Q4_K_M.gguf")
+    folder = lms.models / "me" / "model-GGUF"
+    folder.mkdir(parents=True)
+    (folder / "model-Q4_K_M.gguf").symlink_to(outside)
+    (folder / "gone-Q8_0.gguf").symlink_to(tmp_path / "Downloads" / "deleted.gguf")
+    found, skipped = scan(lms.models)
+    assert list(found) == ["me/model"]
+    assert os.path.realpath(found["me/model"].path) == os.path.realpath(outside)
+    assert skipped[str(folder / "gone-Q8_0.gguf")].startswith("broken symbolic link")
+
+
 def test_broken_file_is_skipped_and_the_rest_listed(lms: FakeLMStudio) -> None:
     lms.add_model("pub", "ok-GGUF", ["ok-Q4_0.gguf"])
     bad = lms.model_folder("pub", "bad-GGUF") / "bad-Q4_0.gguf"

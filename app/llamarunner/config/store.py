@@ -1,27 +1,28 @@
-"""Load, validate, atomically save, back up and watch the config file."""
+"""Load, validate, save (merged into the file as it is now), back up and watch config.json."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
 import logging
-import os
-import stat
-import tempfile
+import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from ..core.errors import LlamaRunnerError
+from ..core.files import atomic_write
 from . import defaults
-from .locate import KeyLocator
+from .locate import KeyLocator, KeyPath, render_path
+from .merge import MergeConflict, merge
 from .migration import is_legacy, legacy_key_path, migrate_legacy
 from .schema import (
     Config,
@@ -39,10 +40,120 @@ log = logging.getLogger(__name__)
 # timestamps on FAT/SMB/some ext4 mounts), so an unchanged (mtime, size) proves nothing yet:
 # the same "racily clean" problem git solves by re-reading such files.
 _RACY_WINDOW_NS = 2_000_000_000
-# Windows refuses to replace a file that an editor or virus scanner holds open; such locks
-# are usually released within milliseconds.
-_REPLACE_ATTEMPTS = 10 if os.name == "nt" else 1
-_REPLACE_RETRY_DELAY = 0.05
+# A new config file (and its backup) may hold the API key: readable by its owner only.
+_NEW_FILE_MODE = 0o600
+_BOM = b"\xef\xbb\xbf"
+_INDENT = re.compile(rb"\n([ \t]+)\S")
+
+
+class ConfigNotSavedError(ConfigError, LlamaRunnerError):
+    """A save refused so that nothing in the file is lost; the file was not touched.
+
+    Also a LlamaRunnerError: an API request that changes the config (Ollama's copy and
+    delete) answers 409 with this message in its own error shape.
+    """
+
+    status = 409
+    code = "config_not_saved"
+    error_type = "invalid_request_error"
+
+
+class ConfigFileInvalidError(ConfigNotSavedError):
+    """The file as it is now does not parse, validate or read: saving would overwrite it."""
+
+    def __init__(self, cause: ConfigError) -> None:
+        self.cause = cause
+        self.file = str(getattr(cause, "file", ""))
+        self.line: int | None = getattr(cause, "line", None)
+        if isinstance(cause, ConfigValidationError) and cause.problems:
+            self.line = cause.problems[0].line
+        super().__init__(
+            f"{cause}\nNot saved: the file has errors and saving would replace what is in "
+            "it. Fix the file (or move it away to start from the defaults), then try again.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.cause,))
+
+
+class ConfigConflictError(ConfigNotSavedError):
+    """The file and the app changed the same keys to different values since the last load."""
+
+    def __init__(self, file: str, paths: Sequence[KeyPath]) -> None:
+        self.file = file
+        self.paths = tuple(paths)
+        keys = ", ".join(render_path(path) for path in self.paths)
+        verb = "was" if len(self.paths) == 1 else "were"
+        super().__init__(f"{keys} {verb} changed in the file and in the app; reload and try "
+                         "again")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.file, self.paths))
+
+
+@dataclass(frozen=True)
+class TextStyle:
+    """How a config file is laid out, so that a save keeps the user's layout."""
+
+    indent: str | int = 2
+    newline: str = "\n"
+    final_newline: bool = True
+    bom: bool = False
+
+
+def text_style(raw: bytes) -> TextStyle:
+    """The layout of existing file content: indent, line ending, final newline, BOM."""
+    found = _INDENT.search(raw)
+    indent: str | int = 2
+    if found:
+        lead = found.group(1)
+        indent = lead.decode() if b"\t" in lead else min(len(lead), 8)
+    first = raw.find(b"\n")
+    return TextStyle(
+        indent=indent,
+        newline="\r\n" if first > 0 and raw[first - 1 : first] == b"\r" else "\n",
+        final_newline=raw.rstrip(b" \t").endswith(b"\n"),
+        bom=raw.startswith(_BOM),
+    )
+
+
+def render_config(data: Mapping[str, Any], style: TextStyle = TextStyle()) -> bytes:
+    """The bytes the store writes for `data` in a file's layout (UTF-8 JSON)."""
+    # allow_nan=False: Infinity/NaN would make a file that strict JSON readers reject.
+    text = json.dumps(data, indent=style.indent, ensure_ascii=False, allow_nan=False)
+    if style.final_newline:
+        text += "\n"
+    if style.newline != "\n":
+        # Safe: json.dumps writes a newline inside a string as the two characters \n.
+        text = text.replace("\n", style.newline)
+    return (_BOM if style.bom else b"") + text.encode()
+
+
+def _validate(data: Any, text: str, file: str) -> Config:
+    """parse_config for data the store dumped itself; `text`'s lines only for problems.
+
+    Dumped data has no duplicate keys, and scanning the text for line numbers costs more
+    than the parse itself, so the text is read only when there is a problem to point at.
+    """
+    try:
+        return parse_config(data, file=file)
+    except ConfigValidationError:
+        return parse_config(data, text=text, file=file)
+
+
+def _normalised(base: Any) -> Any:
+    """A caller's base as `Config.to_dict()` shapes it ("10m" and 600 are one ttl, defaults
+    written out); as it is when it does not validate.
+    """
+    try:
+        return parse_config(base).to_dict()
+    except ConfigError:
+        return base
+
+
+def _merged_whole(path: KeyPath) -> bool:
+    # A model's args are merged as one value: "ctx-size" and "--ctx-size" are one flag, so
+    # merging them key by key could write it twice.
+    return len(path) == 3 and path[0] == "models" and path[2] == "args"
 
 
 def default_config_path() -> Path:
@@ -52,9 +163,8 @@ def default_config_path() -> Path:
 
 
 def dump_config_text(data: Mapping[str, Any]) -> str:
-    """The exact text the store writes: 2-space indented JSON, UTF-8, final newline."""
-    # allow_nan=False: Infinity/NaN would make a file that strict JSON readers reject.
-    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The text of a new config file: 2-space indented JSON, final newline."""
+    return render_config(data).decode()
 
 
 def _digest(raw: bytes) -> bytes:
@@ -91,59 +201,6 @@ def parse_config_bytes(raw: bytes, file: str) -> Config:
         ]
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         raise ConfigValidationError(file, problems) from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable after a power cut. Windows cannot open a folder for
-    # fsync, and some file systems refuse it; the data file was already synced either way.
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _replace(source: Path, target: Path) -> None:
-    for attempt in range(_REPLACE_ATTEMPTS):
-        try:
-            os.replace(source, target)
-            return
-        except PermissionError:
-            if attempt == _REPLACE_ATTEMPTS - 1:
-                raise
-            time.sleep(_REPLACE_RETRY_DELAY)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers and crashes see the old or the new file.
-
-    Temp file in the same folder (os.replace is only atomic within one file system), flushed
-    and fsynced before the rename, folder fsynced after it. On any failure the temp file is
-    removed and `path` is untouched.
-    """
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            # mkstemp creates 0600; keep whatever mode the user gave the existing file.
-            os.chmod(temp, stat.S_IMODE(path.stat().st_mode))
-        _replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 OnChange = Callable[[Config], Awaitable[None] | None]
@@ -206,7 +263,7 @@ class ConfigStore:
                 raw = dump_config_text(config.to_dict()).encode()
                 try:
                     self._path.parent.mkdir(parents=True, exist_ok=True)
-                    atomic_write(self._path, raw)
+                    atomic_write(self._path, raw, mode=_NEW_FILE_MODE)
                 except OSError as exc:
                     # A read-only home or service folder: the defaults still work, and
                     # a later save reports the same problem where the user can act on it.
@@ -224,12 +281,23 @@ class ConfigStore:
             self._remember(raw, config)
             return config
 
-    def save(self, data: Mapping[str, Any]) -> Config:
-        """Validate `data` and write it atomically; an invalid config is never written.
+    def save(self, data: Mapping[str, Any], *, base: Mapping[str, Any] | None = None
+             ) -> Config:
+        """Apply the change from `base` to `data` to the file as it is now, and write it.
 
-        The previous file is first copied to `config.json.bak` when it is valid (otherwise
-        the last good content goes there), so the backup always loads. Returns the new
-        config. Raises ConfigValidationError; OSError when the disk refuses.
+        `data` is the whole config the caller wants; `base` the config it started from
+        (default: the one this store last loaded or saved, as `Config.to_dict()` shapes
+        it). The file is read again first, so edits made to it since then stay: keys only
+        the file changed keep the file's value, keys only the caller changed get the
+        caller's, and the file's spelling, comments, key order and layout stay where the
+        caller changed nothing. A symlink stays a link (its target is written), the file
+        keeps its mode, and the previous content is copied to `config.json.bak`.
+
+        Nothing is written when: `data`, or the merged result, does not validate
+        (ConfigValidationError); the file does not parse, validate or read
+        (ConfigFileInvalidError); both sides changed a key differently
+        (ConfigConflictError). Returns the config now in the file; OSError when the disk
+        refuses.
         """
         file = str(self._path)
         try:
@@ -237,17 +305,54 @@ class ConfigStore:
         except (TypeError, ValueError) as exc:
             problem = Problem("", f"cannot be written as JSON: {exc}")
             raise ConfigValidationError(file, [problem]) from None
-        # Validate what will be on disk (tuples became lists...), with its line numbers.
-        config = parse_config(json.loads(text), text=text, file=file)
-        raw = text.encode()
+        # Validate what the caller asked for (tuples became lists...), with the lines of
+        # its own text: the settings window shows these next to its fields.
+        ours = json.loads(text)
+        wanted = _validate(ours, text, file)
         with self._lock:
-            current = self._read_quietly()
-            if current != raw:
+            try:
+                current = self._read()
+            except ConfigReadError as exc:
+                raise ConfigFileInvalidError(exc) from None
+            if current is None:
+                merged: Any = ours
+                style = TextStyle()
+            else:
+                if current == self._good_raw and self._config is not None:
+                    theirs = self._config  # unchanged since the last load or save
+                else:
+                    try:
+                        theirs = parse_config_bytes(current, file)
+                    except ConfigError as exc:
+                        # Never replace a file that does not parse: the user's text would
+                        # be lost with it, and there is nothing to merge the change into.
+                        raise ConfigFileInvalidError(exc) from None
+                if base is None:
+                    start = start_normal = (self._config or theirs).to_dict()
+                else:
+                    # As JSON, like `ours`: a tuple in the caller's base is the list it
+                    # wrote.
+                    start = json.loads(dump_config_text(base))
+                    start_normal = _normalised(start)
+                # Judged as Config.to_dict() shapes them ("10m" and 600 are one ttl),
+                # written as each side wrote them.
+                normal_forms = (start_normal, wanted.to_dict(), theirs.to_dict())
+                try:
+                    merged = merge(start, ours, theirs.raw, atomic=_merged_whole,
+                                   normal_forms=normal_forms)
+                except MergeConflict as exc:
+                    raise ConfigConflictError(file, exc.paths) from None
+                style = text_style(current)
+            raw = render_config(merged, style)
+            config = _validate(merged, raw.decode("utf-8-sig"), file)
+            if raw != current:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
-                backup = self._backup_content(current)
+                # The file before this save (valid, or it was refused above); with no file
+                # left, the last good content.
+                backup = current if current is not None else self._good_raw
                 if backup is not None:
-                    atomic_write(self.backup_path, backup)
-                atomic_write(self._path, raw)
+                    atomic_write(self.backup_path, backup, mode=_NEW_FILE_MODE)
+                atomic_write(self._path, raw, mode=_NEW_FILE_MODE)
             self._remember(raw, config)
         return config
 
@@ -347,21 +452,3 @@ class ConfigStore:
             return None
         except OSError as exc:
             raise ConfigReadError(str(self._path), exc.strerror or str(exc)) from None
-
-    def _read_quietly(self) -> bytes | None:
-        try:
-            return self._path.read_bytes()
-        except OSError:
-            return None
-
-    def _backup_content(self, current: bytes | None) -> bytes | None:
-        if current is None:
-            return self._good_raw
-        if current == self._good_raw:
-            return current
-        try:
-            parse_config_bytes(current, str(self._path))
-        except ConfigError:
-            # A broken hand edit must not replace the good backup.
-            return self._good_raw
-        return current

@@ -276,9 +276,11 @@ class TrayIcon(QSystemTrayIcon):
         saved: list[Config] = []
 
         def save(value: bool) -> None:
-            data = self._service.config.to_dict()
+            # Only the key changes, in the file as it is now (hand edits stay); a file
+            # that does not parse refuses the save, and the notification says why.
+            base, data = self._service.config.to_dict(), self._service.config.to_dict()
             set_start_at_login(data, value)
-            saved.append(self._service.store.save(data))
+            saved.append(self._service.store.save(data, base=base))
 
         outcome = change_start_at_login(self._autostart, enabled, save)
         self.sync_autostart_action()

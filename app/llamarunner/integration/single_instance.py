@@ -21,6 +21,8 @@ if sys.platform == "win32":
 else:
     import fcntl
 
+from ..core.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 # A command line is tiny ({"token": ..., "command": "show"}); anything longer is not ours.
@@ -104,8 +106,10 @@ class SingleInstance:
 
         self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        _write_private(self.endpoint_path,
-                       json.dumps({"pid": os.getpid(), "port": port, "token": self._token}))
+        # Owner-only, whatever the old file's mode: it holds the command token.
+        atomic_write(self.endpoint_path, json.dumps(
+            {"pid": os.getpid(), "port": port, "token": self._token}).encode(),
+            keep_mode=False, mode=0o600)
         log.debug("single instance: listening for commands on 127.0.0.1:%d", port)
 
     async def _read_command(self, reader: asyncio.StreamReader) -> str | None:
@@ -191,12 +195,3 @@ def _unlock(lock_file: IO[bytes]) -> None:
         msvcrt.locking(lock_file.fileno(), msvcrt.LK_UNLCK, 1)
     else:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically with owner-only permissions (the file holds the command token)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

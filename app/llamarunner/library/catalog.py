@@ -23,7 +23,7 @@ from .discovery import (
 from .folders import DISCOVERED_MODEL_ARGS, scan_model_folders
 from .lmstudio_store import default_lmstudio_roots, scan_lmstudio_roots
 from .metadata_cache import MetadataCache
-from .ollama_store import default_ollama_roots, scan_ollama_roots
+from .ollama_store import default_ollama_roots, scan_ollama_roots, scan_ollama_store
 
 __all__ = [
     "Catalog",
@@ -86,7 +86,8 @@ def lmstudio_roots(config: Config) -> list[Path]:
     return [Path(source.path)] if source.path else default_lmstudio_roots()
 
 
-def watch_roots(config: Config, app_models_dir: Path) -> list[Path]:
+def watch_roots(config: Config, app_models_dir: Path, pulled_dir: Path | None = None
+                ) -> list[Path]:
     """Every folder models are discovered in (existing or not), for watching/fingerprints.
 
     Auto-detected LM Studio folders come from its settings file, so call this again
@@ -96,6 +97,7 @@ def watch_roots(config: Config, app_models_dir: Path) -> list[Path]:
     seen: set[str] = set()
     for root in (
         *folder_roots(config, app_models_dir),
+        *([pulled_dir] if pulled_dir is not None else []),
         *ollama_roots(config),
         *lmstudio_roots(config),
     ):
@@ -153,16 +155,20 @@ def _fingerprint_root(root: str, items: list[tuple[object, ...]]) -> None:
 
 
 def build_catalog(
-    config: Config, *, app_models_dir: Path, metadata: MetadataCache | None = None
+    config: Config, *, app_models_dir: Path, metadata: MetadataCache | None = None,
+    pulled_dir: Path | None = None,
 ) -> Catalog:
     """Scan every source and build the model table (blocking I/O: run it in a thread).
 
     Precedence: configured models (with a path) keep their names and files; then the
-    model folders, Ollama's store and LM Studio's, in that order. A file reached twice
-    (same real path) is listed once, by the first source, and answers to its other names
-    as aliases (where those are free). A discovered name already
-    taken (case-insensitively) by a name or alias tries the entry's fallback names
-    (LM Studio: ``publisher/key``), then gets ``-2``, ``-3``... and a logged warning.
+    model folders, the app's own store of pulled models (`pulled_dir`, source "pulled"),
+    Ollama's store and LM Studio's, in that order. A file reached twice (same real path)
+    is listed once, by the first source, and answers to its other names as aliases (where
+    those are free); but each model of the pulled store is listed under its own name,
+    even when it shares its file (a copy, or a `create` with another system prompt).
+    A discovered name already taken (case-insensitively) by a name or alias tries the
+    entry's fallback names (LM Studio: ``publisher/key``), then gets ``-2``, ``-3``... and
+    a logged warning.
     Discovered models get DISCOVERED_MODEL_ARGS, ``mmproj`` when a projector is paired
     and ``lora`` for Ollama adapters; a config entry without a path adds its settings.
     """
@@ -186,9 +192,9 @@ def build_catalog(
         for alias in model.alias:
             taken.setdefault(alias.casefold(), name)
 
-    found = _scan_sources(config, app_models_dir, metadata, problems)
+    found = _scan_sources(config, app_models_dir, metadata, problems, pulled_dir)
     for entry in found.entries:
-        real = _real(entry.path)
+        real = _real(entry.path) + _own_model_key(entry)
         if real in files:
             owner = files[real]
             log.debug("%s is already listed as %s", entry.path, owner)
@@ -222,13 +228,16 @@ def build_catalog(
 
 
 def _scan_sources(
-    config: Config, app_models_dir: Path, metadata: MetadataCache | None, problems: list[str]
+    config: Config, app_models_dir: Path, metadata: MetadataCache | None, problems: list[str],
+    pulled_dir: Path | None = None,
 ) -> ScanResult:
     found = ScanResult()
     for folder in config.model_dirs:
         if not os.path.isdir(os.path.expanduser(folder)):
             problems.append(f"model_dirs: {folder} is not a folder, nothing found there")
     found.extend(scan_model_folders(folder_roots(config, app_models_dir), metadata=metadata))
+    if pulled_dir is not None:
+        found.extend(scan_ollama_store(pulled_dir, source="pulled"))
 
     ollama = config.sources[_OLLAMA]
     if ollama.enabled and ollama.path and not os.path.isdir(os.path.join(ollama.path, "manifests")):
@@ -246,6 +255,12 @@ def _scan_sources(
         )
     found.extend(scan_lmstudio_roots(lmstudio_roots(config), metadata=metadata))
     return found
+
+
+def _own_model_key(entry: LibraryEntry) -> str:
+    """Each manifest of the pulled store is a model of its own, as in Ollama: a copy, or a
+    `create` that gives the file another system prompt or params, shares the blob."""
+    return f"\0{entry.manifest}" if entry.source == "pulled" and entry.manifest else ""
 
 
 def _add_aliases(
@@ -297,6 +312,8 @@ def _discovered_model(
         args["mmproj"] = entry.projector
     if entry.adapters:
         args["lora"] = list(entry.adapters)
+    # A pulled model's params are its defaults; the user's settings still win.
+    args.update(entry.default_args)
     if extra is None:
         return ModelConfig(name=name, path=entry.path, args=args, alias=aliases)
     # `"jinja": false` in the entry switches a default off.

@@ -6,10 +6,11 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
+from ..config.schema import ArgValue
 from .gguf import GGUF_MAGIC, SUPPORTED_VERSIONS, GGUFError
 from .metadata import GGUFMetadata, read_metadata
 from .metadata_cache import MetadataCache
@@ -36,7 +37,7 @@ __all__ = [
     "split_part",
 ]
 
-Source: TypeAlias = Literal["config", "folder", "ollama", "lmstudio"]
+Source: TypeAlias = Literal["config", "folder", "pulled", "ollama", "lmstudio"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class LibraryEntry:
     aliases: tuple[str, ...] = ()
     # Names to try, in order, when `name` is taken, before numbered suffixes.
     fallback_names: tuple[str, ...] = field(default=(), repr=False)
+    # The app's store of pulled models: the manifest this entry was read from.
+    manifest: str | None = None
+    # Pulled models: the manifest's system prompt and its params as llama-server flags.
+    system: str | None = None
+    default_args: Mapping[str, ArgValue] = field(default_factory=dict)
 
 
 @dataclass

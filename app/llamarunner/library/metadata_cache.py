@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import tempfile
 import threading
 import types
 import typing
 from pathlib import Path
 from typing import Any, Final
 
+from ..core.files import atomic_write
 from ..runtime.installer import cache_root
 from .gguf import GGUFError
 from .metadata import GGUFMetadata, read_metadata
@@ -131,7 +130,9 @@ class MetadataCache:
             }
             self._dirty = False
         try:
-            _atomic_write_json(self.cache_file, payload)
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.cache_file, json.dumps(
+                payload, ensure_ascii=False, separators=(",", ":")).encode())
         except OSError:
             with self._lock:
                 self._dirty = True
@@ -241,18 +242,3 @@ def _matches(value: object, hint: object) -> bool:
     if typing.get_origin(hint) is dict:
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     return False
-
-
-def _atomic_write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(payload, out, ensure_ascii=False, separators=(",", ":"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
@@ -12,19 +13,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .discovery import LibraryEntry, NotGGUFError, ScanResult, SkippedFile, inside, peek_gguf
+from ..config.schema import ArgValue
+from .discovery import (
+    LibraryEntry,
+    NotGGUFError,
+    ScanResult,
+    SkippedFile,
+    Source,
+    inside,
+    peek_gguf,
+)
+from .ollama_params import params_to_args
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_NAMESPACE",
     "MEDIA_ADAPTER",
     "MEDIA_MODEL",
+    "MEDIA_PARAMS",
     "MEDIA_PROJECTOR",
+    "MEDIA_SYSTEM",
+    "MEDIA_TENSOR",
     "default_ollama_roots",
     "ollama_model_name",
     "scan_ollama_roots",
     "scan_ollama_store",
 ]
+
+log = logging.getLogger(__name__)
 
 # Ollama's defaults: names without host/namespace mean registry.ollama.ai/library
 # (server/modelpath.go, types/model/name.go).
@@ -44,6 +60,12 @@ _DIGEST: Final = re.compile(r"sha256:([0-9a-f]{64})")
 # A name part as Ollama allows it (types/model/name.go: letters, digits, "_", "-", "."; at
 # most 128 bytes; no ".."), which also rules out separators and "." / ".." components.
 _NAME_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# A host may also carry a port ("localhost:5000"), as a registry pulled from over HTTP.
+_HOST_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(:[0-9]{1,5})?")
+# Text layers of a pulled model read at scan time (system prompt, params): small files.
+_MAX_TEXT_LAYER_BYTES: Final = 1024 * 1024
+MEDIA_SYSTEM: Final = "application/vnd.ollama.image.system"
+MEDIA_PARAMS: Final = "application/vnd.ollama.image.params"
 # Manifests are a few KB; tensor-layer ones list many layers. Anything bigger is not one.
 _MAX_MANIFEST_BYTES: Final = 8 * 1024 * 1024
 
@@ -92,8 +114,11 @@ class _Refused(Exception):
     """The manifest or a layer it names cannot be used; the message says why."""
 
 
-def scan_ollama_store(root: Path) -> ScanResult:
+def scan_ollama_store(root: Path, *, source: Source = "ollama") -> ScanResult:
     """Every GGUF model in the store at `root` (which holds manifests/ and blobs/).
+
+    `source` is "ollama" for Ollama's own store and "pulled" for the app's: entries of the
+    latter also carry their manifest's system prompt and params (as llama-server flags).
 
     Manifests live at ``manifests/<host>/<namespace>/<model>/<tag>``; each model/projector
     layer's digest ``sha256:<hex>`` names the file ``blobs/sha256-<hex>``. A model is
@@ -114,7 +139,7 @@ def scan_ollama_store(root: Path) -> ScanResult:
         return result
     for parts, path in _manifest_files(manifests, manifests_real, result.skipped):
         try:
-            entry = _entry_for(parts, path, blobs, blobs_real, result.skipped)
+            entry = _entry_for(parts, path, blobs, blobs_real, result.skipped, source)
         except _Refused as exc:
             result.skipped.append(SkippedFile(path, str(exc)))
             continue
@@ -139,7 +164,8 @@ def _manifest_files(
             if entry.name.startswith(".") and ".." not in entry.name and "\\" not in entry.name:
                 continue  # .DS_Store and other tools' droppings, never Ollama's
             here = (*parts, entry.name)
-            if not _NAME_PART.fullmatch(entry.name) or ".." in entry.name:
+            pattern = _HOST_PART if not parts else _NAME_PART
+            if not pattern.fullmatch(entry.name) or ".." in entry.name:
                 skipped.append(
                     SkippedFile(entry.path, f"{entry.name!r} is not a valid Ollama name part")
                 )
@@ -171,6 +197,7 @@ def _entry_for(
     blobs: Path,
     blobs_real: str,
     skipped: list[SkippedFile],
+    source: Source = "ollama",
 ) -> LibraryEntry:
     host, namespace, model_name, tag = parts
     manifest, mtime = _read_manifest(path)
@@ -206,10 +233,14 @@ def _entry_for(
             adapters.append(_blob(layer, blobs, blobs_real, "adapter")[0])
     name = ollama_model_name(host, namespace, model_name, tag)
     aliases = (name[: -len(":latest")],) if tag == "latest" else ()
+    system: str | None = None
+    default_args: dict[str, ArgValue] = {}
+    if source == "pulled":
+        system, default_args = _defaults(layers, blobs, blobs_real, path, skipped)
     return LibraryEntry(
         name=name,
         path=model_blob,
-        source="ollama",
+        source=source,
         parts=(model_blob,),
         projector=projector,
         size=model_size,
@@ -218,7 +249,63 @@ def _entry_for(
         publisher=None if namespace.lower() == DEFAULT_NAMESPACE else namespace,
         adapters=tuple(adapters),
         aliases=aliases,
+        manifest=path if source == "pulled" else None,
+        system=system,
+        default_args=default_args,
     )
+
+
+def _defaults(
+    layers: Sequence[_Layer], blobs: Path, blobs_real: str, path: str,
+    skipped: list[SkippedFile],
+) -> tuple[str | None, dict[str, ArgValue]]:
+    """The system prompt and the params (as flags) a pulled model's manifest carries.
+
+    A layer that cannot be read costs only itself: the model is listed without it, and
+    the reason is reported with the skipped files.
+    """
+    system: str | None = None
+    args: dict[str, ArgValue] = {}
+    for layer in layers:
+        if layer.media_type not in (MEDIA_SYSTEM, MEDIA_PARAMS):
+            continue
+        what = "system prompt" if layer.media_type == MEDIA_SYSTEM else "params"
+        try:
+            text = _text_layer(layer, blobs, blobs_real, what)
+            if layer.media_type == MEDIA_SYSTEM:
+                system = text or None
+                continue
+            params = json.loads(text)
+            if not isinstance(params, dict):
+                raise _Refused("params layer is not a JSON object")
+        except (_Refused, ValueError) as exc:
+            skipped.append(SkippedFile(path, f"{exc} (listed without it)"))
+            continue
+        args, ignored = params_to_args(params)
+        if ignored:
+            log.debug("%s: params without a llama-server flag: %s", path, ", ".join(ignored))
+    return system, args
+
+
+def _text_layer(layer: _Layer, blobs: Path, blobs_real: str, what: str) -> str:
+    match = _DIGEST.fullmatch(layer.digest)
+    if match is None:
+        raise _Refused(f"{what} layer digest {layer.digest[:80]!r} is not sha256:<64 hex>")
+    blob = blobs / f"sha256-{match.group(1)}"
+    real = os.path.realpath(blob)
+    if not inside(real, blobs_real) or real == blobs_real:
+        raise _Refused(f"{what} blob {blob} leads outside the blobs folder")
+    if layer.size > _MAX_TEXT_LAYER_BYTES:
+        raise _Refused(f"{what} layer is {layer.size} bytes, too big to read")
+    try:
+        with open(real, "rb") as file:
+            data = file.read(_MAX_TEXT_LAYER_BYTES + 1)
+    except OSError as exc:
+        raise _Refused(f"cannot read the {what} blob {blob}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Refused(f"the {what} blob {blob} is not UTF-8 text") from None
 
 
 def _read_manifest(path: str) -> tuple[Mapping[str, Any], float]:
@@ -281,7 +368,7 @@ def _blob(layer: _Layer, blobs: Path, blobs_real: str, what: str) -> tuple[str, 
     if st.st_size != layer.size:
         raise _Refused(
             f"{what} blob {path} is {st.st_size} bytes but the manifest says {layer.size} "
-            "(an interrupted pull? `ollama pull` it again)"
+            "(an interrupted pull? pull it again)"
         )
     try:
         peek_gguf(real)

@@ -1,4 +1,13 @@
-"""Relay one request to a runner and its response back, streaming chunk by chunk."""
+"""Relay one request to a runner and its answer back: the one streaming relay every API uses.
+
+The relay owns what every streamed answer shares: the first-byte watchdog, one client
+write per upstream read, closing the upstream when the client leaves, an in-stream error
+when llama-server dies midway, error statuses before the stream, and knowing whether the
+stream ended as its protocol says it should. What differs between APIs is a transform
+(`StreamTransform`): OpenAI and Responses SSE pass through unchanged (`OpenAiSse`,
+`ResponsesSse`); Anthropic's SSE (`anthropic/stream.py`), Ollama's NDJSON
+(`ollama/stream.py`) and LM Studio's annotated SSE (`lmstudio/routes.py`) reshape it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +16,8 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar, Final, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -28,7 +36,7 @@ log = logging.getLogger(__name__)
 # (scheduler.first_token_timeout), which stops counting once the first body bytes arrive.
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
 
-_STREAM_HEADERS = {
+SSE_HEADERS: Final[Mapping[str, str]] = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
     # Reverse proxies (nginx) must not buffer server-sent events.
@@ -82,8 +90,8 @@ async def first_chunk(
 ) -> bytes:
     """The first body bytes of a streamed answer, read under the first-byte watchdog.
 
-    Relays call this before sending their own headers, so a timeout (or a child that dies
-    before its first token) is still answered with a proper error status. b"" = empty body.
+    Read before any header goes to the client, so a timeout (or a child that dies before
+    its first token) is still answered with a proper error status. b"" = empty body.
     """
     try:
         async with asyncio.timeout_at(deadline):
@@ -153,46 +161,136 @@ async def open_upstream(
         ) from exc
 
 
-@dataclass(frozen=True)
-class StreamDialect:
-    """What differs between the APIs whose answers are relayed as they are.
+# --- transforms ---------------------------------------------------------------------------
 
-    `end_markers`: bytes whose arrival means the stream ended as its API says it should
-    (its last event, or the error event llama-server ends a failed stream with); a stream
-    that closes without one broke off and gets `broken_event(message)` appended.
-    `error_response(status, message, type)` answers a llama-server error status.
-    `rewrite(unsent) -> (send now, keep)` may reshape events before they go out.
+
+class StreamTransform(Protocol):
+    """One API's view of llama-server's event stream; one instance per request, no I/O.
+
+    The relay writes what `feed(chunk)` returns for every upstream read (b"" = nothing this
+    time). When the upstream closes it writes what `await finish()` returns (what is still
+    held, whole events only, and the protocol's proper ending when `ended`), then
+    `broken(message)` if `ended` is still False. A connection that breaks gets
+    `broken(message)` alone. `ended` means the stream ended as its API says it should: its
+    last event, or an error event llama-server ended a failed generation with. An error
+    status before the stream is answered with `error_response(status, message,
+    llama-server's error type)`.
     """
 
-    end_markers: tuple[bytes, ...]
-    broken_event: Callable[[str], bytes]
-    error_response: Callable[[int, str, str | None], web.Response]
-    rewrite: Callable[[bytes], tuple[bytes, bytes]] | None = None
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    async def finish(self) -> bytes: ...
+
+    def broken(self, message: str) -> bytes: ...
+
+    def error_response(self, status: int, message: str, error_type: str | None
+                       ) -> web.Response: ...
 
 
-async def relay_openai(
+class SseTransform:
+    """What every OpenAI-shaped SSE stream shares: headers, error event and error body."""
+
+    headers: ClassVar[Mapping[str, str]] = SSE_HEADERS
+
+    def broken(self, message: str) -> bytes:
+        return sse_error_event(message)
+
+    def error_response(self, status: int, message: str, error_type: str | None
+                       ) -> web.Response:
+        return openai_error(message, status=status, error_type=error_type, code=error_type)
+
+
+# Markers are searched in each read plus this much of the one before, so that a marker
+# split over two reads is still found.
+_MARKER_CARRY: Final = 64
+
+
+class OpenAiSse(SseTransform):
+    """Chat and text completions, relayed byte for byte: no parsing, only a marker search.
+
+    They end with `data: [DONE]`; llama-server ends a stream that fails midway with its own
+    `data: {"error": ...}` event and no [DONE]: that is a reported error, not a broken
+    connection.
+    """
+
+    END_MARKERS: ClassVar[tuple[bytes, ...]] = (b"data: [DONE]", b'data: {"error"')
+
+    def __init__(self) -> None:
+        self._carry = b""
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._ended:
+            self._see(chunk)
+        return chunk
+
+    def _see(self, chunk: bytes) -> None:
+        # The hot path of every relayed token: a plain loop, no generator.
+        window = self._carry + chunk
+        for marker in self.END_MARKERS:
+            if marker in window:
+                self._ended = True
+                return
+        self._carry = window[-_MARKER_CARRY:]
+
+    async def finish(self) -> bytes:
+        return b""
+
+
+class ResponsesSse(OpenAiSse):
+    """The Responses API: no [DONE]; its last event names how the response ended.
+
+    The line breaks around a name make it a field line (JSON text cannot hold a raw one).
+    """
+
+    END_MARKERS = (b"\nevent: response.completed\n", b"\nevent: response.failed\n",
+                   b"\nevent: response.incomplete\n", b'data: {"error"')
+
+
+# --- the relay ----------------------------------------------------------------------------
+
+# What a route makes of a whole (non-streamed) answer: llama-server's JSON body in, the
+# client's response out.
+AnswerHandler = Callable[[bytes], Awaitable[web.StreamResponse]]
+
+
+async def relay(
     request: web.Request,
     http: aiohttp.ClientSession,
     lease: Lease,
     path: str,
     body: bytes,
-    dialect: StreamDialect | None = None,
+    transform: StreamTransform,
+    answer: AnswerHandler | None = None,
 ) -> web.StreamResponse:
-    """Forward an OpenAI-style POST to the runner and relay its answer unchanged.
+    """POST `body` to the runner's `path` and relay its answer to the client.
 
-    `dialect` describes another API's stream and errors (default: chat completions).
+    An event stream goes through `transform`, one write per upstream read. A whole answer
+    goes to `answer` (default: passed on unchanged as JSON). An error status is answered
+    with the transform's error body. A connection that breaks before the stream begins is
+    an UpstreamError (502).
     """
-    dialect = dialect or OPENAI_SSE
     deadline = first_byte_deadline(lease)
     upstream = await open_upstream(http, lease, path, body, deadline)
     try:
         if upstream.status != 200:
-            data = await upstream.read()
-            message, etype = upstream_error_message(upstream.status, data)
-            return dialect.error_response(upstream.status, message, etype)
+            message, etype = upstream_error_message(upstream.status, await upstream.read())
+            return transform.error_response(upstream.status, message, etype)
         if upstream.content_type == "text/event-stream":
-            return await _relay_stream(request, upstream, lease, deadline, dialect)
+            return await _relay_stream(request, upstream, lease, deadline, transform)
         data = await upstream.read()
+        if answer is not None:
+            return await answer(data)
         return web.Response(body=data, status=200, content_type="application/json")
     except aiohttp.ClientError as exc:
         raise UpstreamError(
@@ -200,86 +298,46 @@ async def relay_openai(
         ) from exc
     finally:
         # On success the body is fully read and the connection goes back to the pool; on
-        # cancellation (client gone) closing it tells llama-server to stop generating.
+        # cancellation (client gone: the listeners cancel its handler) closing it tells
+        # llama-server to stop generating.
         upstream.close()
-
-
-def _error_like_upstream(status: int, message: str, etype: str | None) -> web.Response:
-    return openai_error(message, status=status, error_type=etype, code=etype)
-
-
-# Chat and text completions end with `data: [DONE]`; llama-server ends a stream that fails
-# midway with its own `data: {"error": ...}` event and no [DONE]: that is a reported
-# error, not a broken connection.
-OPENAI_SSE = StreamDialect(
-    end_markers=(b"data: [DONE]", b'data: {"error"'),
-    broken_event=sse_error_event,
-    error_response=_error_like_upstream,
-)
-# The Responses API's stream has no [DONE]: its last event names how the response ended.
-# The line breaks around a name make it a field line (JSON text cannot hold a raw one).
-OPENAI_RESPONSES_SSE = StreamDialect(
-    end_markers=(b"\nevent: response.completed\n", b"\nevent: response.failed\n",
-                 b"\nevent: response.incomplete\n", b'data: {"error"'),
-    broken_event=sse_error_event,
-    error_response=_error_like_upstream,
-)
-# Markers are searched in each read plus this much of the one before, so that a marker
-# split over two reads is still found.
-_MARKER_CARRY = 64
 
 
 async def _relay_stream(
     request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease,
-    deadline: float | None, dialect: StreamDialect,
+    deadline: float | None, transform: StreamTransform,
 ) -> web.StreamResponse:
     # Raises before our headers go out: a silent or dead child is still a proper error.
-    first = await first_chunk(upstream, lease, deadline)
-    response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
+    chunk = await first_chunk(upstream, lease, deadline)
+    response = web.StreamResponse(status=200, headers=transform.headers)
     await response.prepare(request)
-    carry = unsent = b""
-    ended = False
+    content = upstream.content
     try:
-        chunks = upstream.content.iter_any()
-        chunk = first
         while chunk:
-            window = carry + chunk
-            ended = ended or any(marker in window for marker in dialect.end_markers)
-            carry = window[-_MARKER_CARRY:]
-            if dialect.rewrite is None:
-                await response.write(chunk)
-            else:
-                ready, unsent = dialect.rewrite(unsent + chunk)
-                if ready:
-                    await response.write(ready)
-            chunk = await anext(chunks, b"")
+            out = transform.feed(chunk)
+            if out:
+                await response.write(out)
+            chunk = await content.readany()
     except aiohttp.ClientError as exc:
         log.warning("stream from %s broke off: %s", lease.runner.name, exc)
-        # A held-back event that never finished is dropped: half an event is no event.
-        await _write_quietly(response, dialect.broken_event(_broken_message(lease, exc)))
+        # What a transform still holds is dropped: half an event is no event.
+        await _end(response, transform.broken(_broken_message(lease.runner.name, exc)))
         return response
-    if not ended:
-        await _write_quietly(response, dialect.broken_event(_broken_message(lease, None)))
-        return response
-    if unsent:
-        await _write_quietly(response, unsent)
-        return response
-    await _write_eof_quietly(response)
+    tail = await transform.finish()
+    if not transform.ended:
+        log.warning("stream from %s ended without its last event", lease.runner.name)
+        tail += transform.broken(_broken_message(lease.runner.name, None))
+    await _end(response, tail)
     return response
 
 
-def _broken_message(lease: Lease, exc: Any) -> str:
-    runner = lease.runner
+def _broken_message(model: str, exc: BaseException | None) -> str:
+    """The in-stream error text when llama-server stopped answering midway."""
     detail = f": {exc}" if exc else ""
-    return f"llama-server for model '{runner.name}' stopped in the middle of the response{detail}"
+    return f"llama-server for model '{model}' stopped in the middle of the response{detail}"
 
 
-async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+async def _end(response: web.StreamResponse, data: bytes) -> None:
+    # The client may be gone already; there is nobody left to tell.
     with contextlib.suppress(ConnectionError, RuntimeError):
-        await response.write(data)
-        await response.write_eof()
-
-
-async def _write_eof_quietly(response: web.StreamResponse) -> None:
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await response.write_eof()
+        await response.write_eof(data)

@@ -68,6 +68,9 @@ PREFLIGHT_MAX_AGE: Final = "7200"
 
 # Methods whose body the middleware reads up front (with the size and time limits).
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Paths whose handler streams its own body (Ollama's blob uploads, many GB), under limits
+# of its own: the middleware leaves those bodies unread.
+STREAMED_BODY_PREFIXES: Final = web.AppKey("streamed_body_prefixes", tuple[str, ...])
 
 
 # --- pure checks ---------------------------------------------------------------------
@@ -331,11 +334,14 @@ def security_middleware(
         if not (request.method in ("GET", "HEAD") and request.path in open_paths):
             key = security.resolved_api_key()
             required = bool(key or security.api_key_env) or not is_loopback_bind(bind_host)
-            offered = presented_keys(request.headers.get("Authorization"),
-                                     request.headers.get("X-Api-Key"))
-            if required and not any(key_matches(given, key) for given in offered):
+            if required and not any(
+                key_matches(given, key)
+                for given in presented_keys(request.headers.get("Authorization"),
+                                            request.headers.get("X-Api-Key"))
+            ):
                 return unauthorized(request, _unauthorized_message(request, key))
-        if request.method in _BODY_METHODS and request.body_exists:
+        if (request.method in _BODY_METHODS and request.body_exists
+                and not request.path.startswith(request.app.get(STREAMED_BODY_PREFIXES, ()))):
             return await _with_body(request, handler, render, security)
         return await handler(request)
 
@@ -356,8 +362,20 @@ async def _with_body(request: web.Request, handler: Handler, render: ErrorRender
                      security: SecurityConfig) -> web.StreamResponse:
     limit = security.max_body_bytes
     too_large = f"request body too large: the limit is {limit} bytes (security.max_body_bytes)"
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         return _closing(render(request, 413, too_large, None))  # refused before reading it
+    if length is not None and limit <= request.client_max_size and request.content.is_eof():
+        # The usual JSON request: the whole body came in with the headers. Nothing is left
+        # to wait for, so no timer; the app's own cap is at least ours, so no clone. The
+        # check after reading still catches a compressed body that grew past the limit.
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return render(request, 413, too_large, None)
+        if len(body) > limit:
+            return render(request, 413, too_large, None)
+        return await handler(request)
     # The body is read here, not in the handler, so the time limit covers every route
     # (a slowloris upload would otherwise hold a handler and its memory for as long as the
     # client likes) and the size limit follows the live config: the clone carries it, and

@@ -76,8 +76,8 @@ class Lease:
         return self.runner.base_url
 
     @property
-    def headers(self) -> dict[str, str]:
-        """Headers every request to the runner needs (its llama-server's key)."""
+    def headers(self) -> Mapping[str, str]:
+        """Headers every request to the runner needs (its llama-server's key); read-only."""
         return self.runner.auth_headers
 
     @property
@@ -218,11 +218,13 @@ class RunnerManager:
         if not self.has_model(name):
             raise ModelNotFoundError(name)
         runner = self._runners[name]
-        waiter = _Waiter(name, asyncio.get_running_loop().create_future(),
-                         dict(overrides) if overrides is not None else None)
-        if runner.state is RunnerState.READY and not runner.draining and waiter.accepts(runner):
+        wanted = dict(overrides) if overrides is not None else None
+        if (runner.state is RunnerState.READY and not runner.draining
+                and (wanted is None or wanted == runner.active_overrides)):
+            # The hot path: a warm model is granted at once, with no queue entry.
             self._grant(runner)
             return Lease(self, runner, 0.0)
+        waiter = _Waiter(name, asyncio.get_running_loop().create_future(), wanted)
         if len(self._waiters) >= self._scheduler.max_queue:
             raise QueueFullError(self._scheduler.max_queue)
         self._waiters.append(waiter)

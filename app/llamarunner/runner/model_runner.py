@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import aiohttp
 import psutil
@@ -26,8 +27,12 @@ from .state import RunnerState, check_transition
 
 log = logging.getLogger(__name__)
 
-# Health is cheap to ask for; polling this often keeps what we add to a cold start small.
-HEALTH_POLL_INTERVAL = 0.02
+# /health is asked at once, again whenever llama-server prints a line (it prints "model
+# loaded" as it becomes ready, so that answer is the 200), and otherwise on a timer that
+# starts at HEALTH_POLL_INTERVAL and doubles up to HEALTH_POLL_MAX: a tiny model is ready
+# in ~20 ms, a large one loads silently for seconds and needs no hundreds of polls.
+HEALTH_POLL_INTERVAL = 0.005
+HEALTH_POLL_MAX = 0.05
 # Flags the runner owns; config validation already rejects them in `args`.
 RUNNER_HOST = "127.0.0.1"
 # llama-server's message when its port is taken (server.cpp: "couldn't bind HTTP server
@@ -61,22 +66,35 @@ def _listens_on(pid: int, port: int) -> bool | None:
     """Whether `pid` (or a process it forked) listens on `port`; None when we cannot see."""
     try:
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    # The child itself first: llama-server binds its own port, and listing a process's
+    # descendants means reading every process on the machine. IPv4 only: RUNNER_HOST is.
+    owner = _process_listens_on(root, port)
+    if owner is not False:
+        return owner
+    try:
+        children = root.children(recursive=True)
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:
         return None
-    for proc in tree:
-        try:
-            conns = proc.net_connections(kind="tcp")
-        except psutil.NoSuchProcess:
-            continue
-        except psutil.AccessDenied:
-            return None
-        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-               for c in conns):
-            return True
+    for child in children:
+        owner = _process_listens_on(child, port)
+        if owner is not False:
+            return owner
     return False
+
+
+def _process_listens_on(proc: psutil.Process, port: int) -> bool | None:
+    try:
+        conns = proc.net_connections(kind="tcp4")
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return None
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in conns)
 
 
 def effective_args(
@@ -130,6 +148,9 @@ class ModelRunner:
         # any local user, or a web page that guesses the port, could use the model while
         # bypassing the listeners' Host, Origin and API-key checks. New for every start.
         self._secret = ""
+        # Built once per start, not per request: every proxied request reads both.
+        self._auth_headers: Mapping[str, str] = {"Authorization": "Bearer "}
+        self._base_url = ""
         self.inflight = 0
         self.last_used = 0.0
         self.draining = False
@@ -155,12 +176,12 @@ class ModelRunner:
 
     @property
     def base_url(self) -> str:
-        return f"http://{RUNNER_HOST}:{self.port}"
+        return self._base_url
 
     @property
-    def auth_headers(self) -> dict[str, str]:
-        """What every request to this runner's llama-server must carry."""
-        return {"Authorization": f"Bearer {self._secret}"}
+    def auth_headers(self) -> Mapping[str, str]:
+        """What every request to this runner's llama-server must carry (read-only)."""
+        return self._auth_headers
 
     @property
     def pid(self) -> int | None:
@@ -171,6 +192,12 @@ class ModelRunner:
         self.state = target
         log.info("runner %s: %s%s", self.name, target.value, f" ({reason})" if reason else "")
         self._events.publish(RunnerStateChanged(self.name, target.value, reason))
+
+    def _publish_lines(self, lines: list[str]) -> None:
+        # llama-server logs ~8 lines per request: the name and bus are looked up once.
+        name, publish = self.name, self._events.publish
+        for line in lines:
+            publish(RunnerLogLine(name, line))
 
     def tail(self, lines: int = 20) -> list[str]:
         return self.process.tail(lines) if self.process else []
@@ -211,7 +238,9 @@ class ModelRunner:
 
     async def _start_once(self, binary: Path, load_timeout: float) -> None:
         self.port = pick_free_port()
+        self._base_url = f"http://{RUNNER_HOST}:{self.port}"
         self._secret = secrets.token_urlsafe(32)
+        self._auth_headers = MappingProxyType({"Authorization": f"Bearer {self._secret}"})
         self.active_overrides = dict(self.next_overrides)
         argv = build_command(binary, self.model, self.port, self.active_overrides,
                              no_repack=str(binary) in _NO_REPACK_BINARIES)
@@ -222,7 +251,7 @@ class ModelRunner:
             self.name,
             argv,
             log_path=log_path,
-            on_line=lambda line: self._events.publish(RunnerLogLine(self.name, line)),
+            on_lines=self._publish_lines,
             env={**os.environ, API_KEY_ENV: self._secret},
             registry=self._registry,
         )
@@ -245,7 +274,8 @@ class ModelRunner:
         if self._registry is not None and self.process.pid is not None:
             # Again now that it is up: a wrapper script that exec()s the real binary has
             # a new command line by now, and stale-child matching compares command lines.
-            self._registry.record(self.process.pid)
+            # Soon, not now: the requests waiting for this start go first.
+            asyncio.get_running_loop().call_soon(self._registry.record, self.process.pid)
         self.loaded_at = time.time()
         self._watch_task = asyncio.get_running_loop().create_task(
             self._watch_exit(exit_waiter), name=f"watch:{self.name}"
@@ -257,18 +287,10 @@ class ModelRunner:
         last_status: int | None = None
         last_progress = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=2)
+        output = self.process.output_arrived
+        interval = HEALTH_POLL_INTERVAL
         while True:
-            done, _ = await asyncio.wait({exit_waiter}, timeout=HEALTH_POLL_INTERVAL)
-            if done:
-                code = exit_waiter.result()
-                tail = self.process.tail()
-                if any(_BIND_FAILURE.search(line) for line in tail):
-                    await self.process.stop(grace=0)
-                    raise PortConflictError(f"port {self.port} is in use by another program")
-                raise RunnerFailedError(
-                    self.name, "llama-server exited while loading", exit_code=code,
-                    tail=tail,
-                )
+            output.clear()  # before asking: a line printed meanwhile means "ask again"
             status: int | None
             try:
                 async with self._http.get(url, timeout=timeout,
@@ -293,6 +315,24 @@ class ModelRunner:
                     "(scheduler.load_timeout)",
                     tail=self.process.tail(),
                 )
+            printed = asyncio.ensure_future(output.wait())
+            try:
+                done, _ = await asyncio.wait({exit_waiter, printed}, timeout=interval,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                printed.cancel()
+            if exit_waiter in done:
+                code = exit_waiter.result()
+                tail = self.process.tail()
+                if any(_BIND_FAILURE.search(line) for line in tail):
+                    await self.process.stop(grace=0)
+                    raise PortConflictError(f"port {self.port} is in use by another program")
+                raise RunnerFailedError(
+                    self.name, "llama-server exited while loading", exit_code=code,
+                    tail=tail,
+                )
+            if printed not in done:
+                interval = min(interval * 2, HEALTH_POLL_MAX)
 
     async def _verify_identity(self, exit_waiter: asyncio.Task[int]) -> None:
         """Make sure the server that said healthy is our child, not a stranger on the port.

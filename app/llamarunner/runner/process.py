@@ -34,7 +34,8 @@ class ManagedProcess:
     """Owns one child process from spawn to reap.
 
     Output (stdout and stderr merged, so nothing can block on a full pipe) is always
-    drained into a bounded ring buffer, an optional log file and a line callback.
+    drained into a bounded ring buffer, an optional log file and a callback that gets the
+    whole lines of each read.
     """
 
     def __init__(
@@ -43,7 +44,7 @@ class ManagedProcess:
         argv: Sequence[str],
         *,
         log_path: Path | None = None,
-        on_line: Callable[[str], None] | None = None,
+        on_lines: Callable[[list[str]], None] | None = None,
         ring_size: int = 500,
         env: dict[str, str] | None = None,
         registry: ChildRegistry | None = None,
@@ -51,7 +52,7 @@ class ManagedProcess:
         self.name = name
         self.argv = list(argv)
         self._log_path = log_path
-        self._on_line = on_line
+        self._on_lines = on_lines
         self._ring: collections.deque[str] = collections.deque(maxlen=ring_size)
         self._env = env
         self._registry = registry
@@ -60,6 +61,9 @@ class ManagedProcess:
         self._log_file: IO[str] | None = None
         self.last_output_at = time.monotonic()
         self.started_at: float | None = None
+        # Set whenever the child prints; whoever waits on it clears it first (readiness
+        # checks ask again at once instead of on their next timer tick).
+        self.output_arrived = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -111,6 +115,8 @@ class ManagedProcess:
                 # Whole chunks, not readline(): a burst of lines (a model load prints
                 # hundreds) costs one read, one file write and one flush.
                 chunk = await stream.read(_READ_CHUNK)
+                if chunk:
+                    self.output_arrived.set()
                 lines = splitter.feed(chunk) if chunk else splitter.finish()
                 self._record_lines(lines)
                 if not chunk:
@@ -132,9 +138,8 @@ class ManagedProcess:
             except OSError:
                 log.warning("cannot write runner log %s; continuing without it", self._log_path)
                 self._log_file = None
-        if self._on_line is not None:
-            for line in lines:
-                self._on_line(line)
+        if self._on_lines is not None:
+            self._on_lines(lines)
 
     async def wait(self) -> int:
         """Wait for the child to exit and for its output to be fully drained."""
@@ -211,6 +216,17 @@ class _LineSplitter:
 
     def feed(self, chunk: bytes) -> list[str]:
         data = self._partial + chunk
+        end = data.rfind(b"\n")
+        if 0 <= end <= self._limit and not self._dropping:
+            # The usual case (a few log lines per read): no line can be over-long, so the
+            # lines are decoded in one go. A newline byte never occurs inside a UTF-8
+            # sequence, so this decodes exactly as line by line would.
+            text = data[:end].decode("utf-8", "replace")
+            self._partial = data[end + 1:]
+            decoded = text.split("\n")
+            if "\r" in text:
+                decoded = [line.rstrip("\r") for line in decoded]
+            return decoded + self._check_partial()
         *complete, self._partial = data.split(b"\n")
         lines: list[str] = []
         for raw in complete:
@@ -221,12 +237,16 @@ class _LineSplitter:
                 lines.append(_TOO_LONG)
                 continue
             lines.append(_decode(raw))
-        if len(self._partial) > self._limit:
-            if not self._dropping:
-                lines.append(_TOO_LONG)
-            self._dropping = True
-            self._partial = b""
-        return lines
+        return lines + self._check_partial()
+
+    def _check_partial(self) -> list[str]:
+        """The note for an unfinished line that is already over-long (its rest is skipped)."""
+        if len(self._partial) <= self._limit:
+            return []
+        noted = [] if self._dropping else [_TOO_LONG]
+        self._dropping = True
+        self._partial = b""
+        return noted
 
     def finish(self) -> list[str]:
         """The last line when the stream ended without a newline."""

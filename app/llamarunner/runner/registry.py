@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from ..core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,8 @@ class ChildRegistry:
     def _save(self, records: list[ChildRecord]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Write-then-rename: a crash mid-write leaves the old file, never half a file.
-            fd, tmp = tempfile.mkstemp(prefix=".runners-", suffix=".tmp", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump([asdict(r) for r in records], f)
-            os.replace(tmp, self.path)
+            # Atomic: a crash mid-write leaves the old file, never half a file.
+            atomic_write(self.path, json.dumps([asdict(r) for r in records]).encode())
         except OSError as exc:
             # Losing the record only weakens crash cleanup; the runner itself still works.
             log.warning("cannot write runner registry %s: %s", self.path, exc)

@@ -35,6 +35,7 @@ from ..library.auto_settings import auto_configure
 from ..library.capabilities import capabilities
 from ..library.catalog import Catalog, build_catalog, library_fingerprint, watch_roots
 from ..library.chat_template import ChatTemplate
+from ..library.default_system import with_default_system
 from ..library.discovery import LibraryEntry, SkippedFile
 from ..library.gguf import GGUFError
 from ..library.metadata import GGUFMetadata
@@ -47,6 +48,8 @@ from ..proxy.relay import upstream_session
 from ..proxy.servers import ListenerError, ListenerSet
 from ..runner.manager import RunnerManager
 from ..runtime.resolver import RuntimeNotFoundError, resolve_runtime
+from ..store.model_store import ModelStore, default_store_root
+from ..store.names import ModelName
 from .chat import ChatEvent, stream_chat
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,8 @@ class Service:
         self._last_check = 0.0
         self._tasks = BackgroundTasks("service")
         self._metadata = MetadataCache(metadata_cache_file or default_cache_file())
+        # Pulled and created models; a change is listed before the API says "success".
+        self.model_store = ModelStore(default_store_root(), on_change=self.rescan)
         self.listeners = ListenerSet(
             {
                 "lmstudio": lambda: create_openai_app(self),
@@ -203,7 +208,12 @@ class Service:
         return self.config.scheduler.default_ttl
 
     async def copy_model(self, source: str, destination: str) -> None:
-        """Ollama's copy: a new config entry under another name for the same file."""
+        """Ollama's copy: a new config entry under another name for the same file; a
+        pulled model gets a new manifest in the store instead (its blobs are shared)."""
+        stored = self._stored_name(source)
+        if stored is not None:
+            await self.model_store.copy(stored, destination)
+            return
         # As configured or found: the flags auto_configure adds are worked out again.
         model = self._catalog.models[source] if self._catalog else self._models[source]
 
@@ -233,6 +243,10 @@ class Service:
             return
         entry = self.library_entries().get(name)
         source = entry.source if entry else "folder"
+        stored = self._stored_name(name)
+        if stored is not None:
+            await self.delete_stored(stored)
+            return
         if source == "ollama":
             raise PermissionError("it is in Ollama's model store, which LlamaRunner only "
                                   "reads; remove it with `ollama rm`")
@@ -248,11 +262,37 @@ class Service:
             await asyncio.to_thread(Path(part).unlink, missing_ok=True)
         await self.rescan()
 
+    async def delete_stored(self, name: ModelName) -> None:
+        """Delete a pulled model: its manifest, and the blobs no other model uses (their
+        runners are stopped first)."""
+
+        def serving(files: set[str]) -> list[str]:
+            real = {os.path.realpath(path) for path in files}
+            return [model_name for model_name, model in list(self._models.items())
+                    if os.path.realpath(model.path) in real]
+
+        async def release(files: set[str]) -> None:
+            for model_name in await asyncio.to_thread(serving, files):
+                await self.manager.unload(model_name)
+
+        await self.model_store.delete(name, release)
+
+    def _stored_name(self, name: str) -> ModelName | None:
+        entry = self.library_entries().get(name)
+        if entry is None or entry.source != "pulled" or not entry.manifest:
+            return None
+        return self.model_store.name_of_manifest(entry.manifest)
+
     async def update_config(self, mutate: Callable[[dict[str, Any]], None]) -> Config:
-        """Change the config file (validated, atomic, with backup) and apply it at once."""
-        data = self.config.to_dict()
+        """Change the config file (validated, atomic, with backup) and apply it at once.
+
+        Only what `mutate` changed is written, into the file as it is now: hand edits the
+        watcher has not picked up yet stay. Raises ConfigNotSavedError (a 409 for API
+        callers) when the file does not parse or was changed at the same keys.
+        """
+        base, data = self.config.to_dict(), self.config.to_dict()
         mutate(data)
-        new = self.store.save(data)
+        new = self.store.save(data, base=base)
         await self.apply_config(new)
         return new
 
@@ -265,6 +305,7 @@ class Service:
         in use) so each front end can decide whether they are fatal.
         """
         self.config = self.store.load()
+        await self.model_store.start()
         self._http = upstream_session()
         self._manager = RunnerManager(
             events=self.events,
@@ -289,6 +330,7 @@ class Service:
         """Stop listening, stop every runner (no child survives), release resources."""
         await self._tasks.cancel_all()
         await self.listeners.close()
+        await self.model_store.close()
         with contextlib.suppress(OSError):
             await asyncio.to_thread(self._metadata.save)
         if self._manager is not None:
@@ -343,8 +385,9 @@ class Service:
         Each model also gets what its metadata calls for (chat template, embedding mode).
         """
         app_models = paths.models_dir()
-        fingerprint = library_fingerprint(watch_roots(self.config, app_models))
-        catalog = build_catalog(self.config, app_models_dir=app_models, metadata=self._metadata)
+        fingerprint = library_fingerprint(self._watch_roots())
+        catalog = build_catalog(self.config, app_models_dir=app_models, metadata=self._metadata,
+                                pulled_dir=self.model_store.root)
         models: dict[str, ModelConfig] = {}
         templates: dict[str, ChatTemplate] = {}
         # Reading headers here, not in the first /api/tags request, keeps listings instant.
@@ -353,6 +396,11 @@ class Service:
             with contextlib.suppress(GGUFError, OSError):
                 meta = self._metadata.get(model.path)
             models[name], templates[name] = auto_configure(model, meta)
+            entry = catalog.entries.get(name)
+            if entry is not None and entry.system:
+                models[name], templates[name] = with_default_system(
+                    models[name], templates[name], entry.system,
+                    paths.cache_dir() / "chat-templates")
         with contextlib.suppress(OSError):
             self._metadata.save()
         return _Scan(catalog, fingerprint, models, templates)
@@ -387,7 +435,7 @@ class Service:
         if time.monotonic() - self._last_check < LIBRARY_RESCAN_INTERVAL:
             return False
         self._last_check = time.monotonic()
-        fingerprint = library_fingerprint(watch_roots(self.config, paths.models_dir()))
+        fingerprint = library_fingerprint(self._watch_roots())
         if fingerprint == self._fingerprint:
             return False
         return self._adopt(self._scan())
@@ -396,10 +444,13 @@ class Service:
         """Pick up models added or removed on disk without any request asking."""
         while True:
             await asyncio.sleep(LIBRARY_WATCH_INTERVAL)
-            roots = watch_roots(self.config, paths.models_dir())
+            roots = self._watch_roots()
             fingerprint = await asyncio.to_thread(library_fingerprint, roots)
             if fingerprint != self._fingerprint:
                 await self.rescan()
+
+    def _watch_roots(self) -> list[Path]:
+        return watch_roots(self.config, paths.models_dir(), self.model_store.root)
 
     def _lookup(self, requested: str) -> str | None:
         candidates = [requested]

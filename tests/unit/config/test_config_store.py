@@ -20,6 +20,7 @@ from llamarunner.config import (
     default_config_path,
 )
 from llamarunner.config import store as store_module
+from llamarunner.config.store import ConfigFileInvalidError
 
 GOOD = {"models": {"m": {"path": "/m.gguf", "args": {"ctx-size": 512}}}}
 
@@ -60,7 +61,7 @@ def test_first_start_creates_the_default_file(tmp_path: Path) -> None:
 def test_first_start_in_an_unwritable_folder_runs_with_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def refuse(path: Path, data: bytes) -> None:
+    def refuse(path: Path, data: bytes, **options: Any) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(store_module, "atomic_write", refuse)
@@ -337,15 +338,17 @@ def test_crash_while_writing_the_temp_file(tmp_path: Path, monkeypatch: pytest.M
     assert leftovers(tmp_path) == []
 
 
-def test_broken_hand_edit_does_not_replace_the_good_backup(tmp_path: Path) -> None:
+def test_broken_hand_edit_is_neither_replaced_nor_backed_up(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     store = ConfigStore(path)
     store.load()
     store.save(GOOD)
-    good_raw = path.read_bytes()
+    backup = store.backup_path.read_bytes()
     path.write_text("{ broken", encoding="utf-8")
-    store.save({"models": {}})
-    assert store.backup_path.read_bytes() == good_raw
+    with pytest.raises(ConfigFileInvalidError):
+        store.save({"models": {}})
+    assert path.read_bytes() == b"{ broken"
+    assert store.backup_path.read_bytes() == backup
 
 
 def test_valid_hand_edit_is_what_gets_backed_up(tmp_path: Path) -> None:
@@ -374,18 +377,3 @@ def test_save_without_load_creates_the_file(tmp_path: Path) -> None:
     ConfigStore(path).save(GOOD)
     assert json.loads(path.read_text(encoding="utf-8")) == GOOD
     assert not (tmp_path / "new" / "config.json.bak").exists()
-
-
-def test_replace_is_retried_on_windows_style_locks(monkeypatch: pytest.MonkeyPatch) -> None:
-    attempts: list[int] = []
-    monkeypatch.setattr(store_module, "_REPLACE_ATTEMPTS", 3)
-    monkeypatch.setattr(store_module, "_REPLACE_RETRY_DELAY", 0)
-
-    def locked(src: Any, dst: Any) -> None:
-        attempts.append(1)
-        if len(attempts) < 3:
-            raise PermissionError(13, "in use")
-
-    monkeypatch.setattr(os, "replace", locked)
-    store_module._replace(Path("a"), Path("b"))
-    assert len(attempts) == 3

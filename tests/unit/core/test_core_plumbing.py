@@ -79,6 +79,7 @@ LAYERS: list[set[str]] = [
     {"core", "paths", "__init__"},
     {"config", "runtime"},
     {"library", "integration", "demo"},
+    {"store"},
     {"runner"},
     {"proxy", "monitor"},
     {"service"},

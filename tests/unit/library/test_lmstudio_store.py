@@ -174,8 +174,8 @@ def test_a_model_imported_as_a_symbolic_link_is_listed(lms: FakeLMStudio,
     (folder / "model-Q4_K_M.gguf").symlink_to(outside)
     (folder / "gone-Q8_0.gguf").symlink_to(tmp_path / "Downloads" / "deleted.gguf")
     found, skipped = scan(lms.models)
-    assert list(found) == ["me/model"]
-    assert os.path.realpath(found["me/model"].path) == os.path.realpath(outside)
+    assert list(found) == ["model"]
+    assert os.path.realpath(found["model"].path) == os.path.realpath(outside)
     assert skipped[str(folder / "gone-Q8_0.gguf")].startswith("broken symbolic link")
 
 

@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 from ollama._types import ChatResponse, GenerateResponse
 
+from llamarunner.core.errors import UpstreamError
 from llamarunner.proxy.ollama.convert import RAW_ARGUMENTS_KEY
 from llamarunner.proxy.ollama.stream import (
     DONE,
     ChatStreamConverter,
     GenerateStreamConverter,
+    NdjsonStream,
     StreamConverter,
     ndjson,
     parse_sse_lines,
@@ -589,3 +591,60 @@ def test_an_event_with_only_logprobs_still_makes_a_chunk() -> None:
     assert chunks[0]["response"] == "" and chunks[0]["logprobs"] == [
         {"token": "<x>", "logprob": -1.0}]
     assert converter(GenerateStreamConverter).feed_event(event) == []
+
+
+# --- the relay's NDJSON transform ----------------------------------------------------------
+
+
+def ndjson_of(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.splitlines()]
+
+
+@pytest.mark.parametrize("size", [1, 13, 100_000])
+async def test_ndjson_stream_writes_whole_lines_per_read_then_the_final_one(size: int) -> None:
+    raw = sse("llama_server/chat_stream.sse")
+    stream = NdjsonStream(converter(ChatStreamConverter))
+    writes = [stream.feed(raw[i:i + size]) for i in range(0, len(raw), size)]
+    assert all(w.endswith(b"\n") for w in writes if w)  # never half a line
+    assert stream.ended
+    final = ndjson_of(await stream.finish())
+    lines = ndjson_of(b"".join(writes)) + final
+    assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
+    validate_chat(lines)
+
+
+async def test_ndjson_stream_final_line_carries_the_final_fields() -> None:
+    async def context() -> dict[str, Any]:
+        return {"context": [1, 2, 3]}
+
+    stream = NdjsonStream(converter(GenerateStreamConverter), context)
+    stream.feed(sse("ollama/generate_raw_stream.sse"))
+    [final] = ndjson_of(await stream.finish())
+    assert final["done"] is True and final["context"] == [1, 2, 3]
+
+
+async def test_ndjson_stream_ends_with_an_error_line_when_the_final_fields_fail() -> None:
+    async def context() -> dict[str, Any]:
+        raise UpstreamError("no context")
+
+    stream = NdjsonStream(converter(GenerateStreamConverter), context)
+    stream.feed(sse("ollama/generate_raw_stream.sse"))
+    assert ndjson_of(await stream.finish()) == [{"error": "no context"}]
+
+
+async def test_ndjson_stream_stops_at_an_upstream_error_event() -> None:
+    stream = NdjsonStream(converter(ChatStreamConverter))
+    error = b'data: {"error":{"code":500,"message":"boom","type":"server_error"}}\n\n'
+    assert ndjson_of(stream.feed(error)) == [{"error": "boom"}]
+    assert stream.ended
+    assert stream.feed(b'data: {"choices":[{"delta":{"content":"late"}}]}\n\n') == b""
+    assert await stream.finish() == b""
+
+
+async def test_ndjson_stream_without_its_end_is_not_ended_and_says_why() -> None:
+    raw = sse("llama_server/chat_stream.sse")
+    stream = NdjsonStream(converter(ChatStreamConverter))
+    stream.feed(raw[: raw.index(b"data: [DONE]")])
+    assert all(line["done"] is False for line in ndjson_of(await stream.finish()))
+    assert not stream.ended
+    assert ndjson_of(stream.broken("it broke")) == [{"error": "it broke"}]

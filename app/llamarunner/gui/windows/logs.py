@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.files import atomic_write
 from ...service import Service
 from ..models.log_model import (
     DEBUG,
@@ -194,7 +195,7 @@ class LogPane(QWidget):
             return
         lines = self.proxy.visible_lines()
         try:
-            Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            atomic_write(Path(path), "".join(line + "\n" for line in lines).encode("utf-8"))
         except OSError as exc:
             self._say(f"Could not save {path}: {exc.strerror or exc}", error=True)
             return

@@ -45,7 +45,7 @@ from ...config import (
     render_path,
 )
 from ...config.locate import is_comment_key
-from ...config.store import dump_config_text
+from ...config.store import ConfigConflictError, ConfigNotSavedError, dump_config_text
 from ...proxy.servers import API_TITLES
 from ...runtime.resolver import RuntimeNotFoundError, find_runtime
 from ...service import Service
@@ -159,6 +159,9 @@ class SettingsWindow(ToolWindow):
         self._service = service
         self._bridge = bridge
         self._base: dict[str, Any] = {}
+        # The config as last loaded into the window: what Apply's change is measured from,
+        # so that only the edits made here reach the file, merged into it as it is then.
+        self._loaded: dict[str, Any] = {}
         self._filling = False
         self._dirty = False
         self._raw_dirty = False
@@ -370,6 +373,7 @@ class SettingsWindow(ToolWindow):
     def load_config(self, config: Config) -> None:
         """Show `config` in every tab and forget unapplied edits."""
         self._fill(config)
+        self._loaded = copy.deepcopy(self._base)
         self._dirty = False
         self._set_raw_text(dump_config_text(self._base))
         self.clear_errors()
@@ -503,9 +507,16 @@ class SettingsWindow(ToolWindow):
             text = dump_config_text(data)
         try:
             parse_config(data, text=text, file=file)
-            config = self._service.store.save(data)
+            config = self._service.store.save(data, base=self._loaded)
         except ConfigValidationError as exc:
             self.show_problems(exc.problems)
+            return
+        except ConfigNotSavedError as exc:
+            # The file was left as it is; the edits stay here to apply once it is fixed.
+            log.warning("settings not saved to %s: %s", file, exc)
+            hint = ("Revert shows the file as it is now." if isinstance(exc, ConfigConflictError)
+                    else "Your edits are kept here; press Apply again once the file is fixed.")
+            self.general_error.show_error(f"{exc}\n{hint}")
             return
         except (ConfigError, OSError) as exc:
             log.error("could not save %s: %s", file, exc)

@@ -6,7 +6,7 @@ import plistlib
 from pathlib import Path
 from typing import Any
 
-from ...config.store import atomic_write
+from ...core.files import atomic_write
 from .entry import FileLoginEntry, FoundEntry
 
 LAUNCH_AGENT_LABEL = "org.llamarunner.pro"

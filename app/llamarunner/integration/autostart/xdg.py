@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from ...config.store import atomic_write
+from ...core.files import atomic_write
 from .entry import APP_TITLE, FileLoginEntry, FoundEntry
 
 DESKTOP_FILE_NAME = "llamarunner.desktop"

@@ -6,24 +6,11 @@ from aiohttp import web
 
 from ..body import read_json_object, required_model
 from ..context import BACKEND
-from ..relay import StreamDialect, relay_openai
-from .errors import ROUTE_PREFIX, anthropic_error, error_event
-from .stream import END_MARKERS, rewrite_error_events
+from ..relay import relay
+from .errors import ROUTE_PREFIX
+from .stream import AnthropicSse
 
 COUNT_TOKENS_PATH = ROUTE_PREFIX + "/count_tokens"
-
-
-def _error_like_upstream(status: int, message: str, etype: str | None) -> web.Response:
-    # llama-server names OpenAI's error types; Anthropic's follow from the status.
-    return anthropic_error(message, status)
-
-
-ANTHROPIC_SSE = StreamDialect(
-    end_markers=END_MARKERS,
-    broken_event=error_event,
-    error_response=_error_like_upstream,
-    rewrite=rewrite_error_events,
-)
 
 
 async def _relay(request: web.Request, upstream_path: str) -> web.StreamResponse:
@@ -35,8 +22,7 @@ async def _relay(request: web.Request, upstream_path: str) -> web.StreamResponse
     # prompt the model would really see), so both need one.
     backend.require_chat(name, requested)
     async with await backend.manager.acquire(name) as lease:
-        return await relay_openai(request, backend.http, lease, upstream_path, raw,
-                                  ANTHROPIC_SSE)
+        return await relay(request, backend.http, lease, upstream_path, raw, AnthropicSse())
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Final
+from typing import ClassVar, Final
 
-from .errors import error_body, upstream_error
+from aiohttp import web
+
+from ..relay import OpenAiSse
+from .errors import anthropic_error, error_body, error_event, upstream_error
 
 # A stream ends with `message_stop`, or with an `error` event when generation failed; one
 # that stops without either broke off (the SDKs would otherwise end it silently). The
@@ -52,3 +55,33 @@ def _anthropic_error_event(event: bytes) -> bytes:
         return event  # already in Anthropic's shape
     message, status = upstream_error(parsed)
     return b"event: error\ndata: " + json.dumps(error_body(message, status)).encode()
+
+
+class AnthropicSse(OpenAiSse):
+    """The relay's transform for /v1/messages: events pass unchanged, except llama-server's
+    error events (rewritten into Anthropic's shape, so each is held until complete), and
+    errors of every kind take Anthropic's shape."""
+
+    END_MARKERS: ClassVar[tuple[bytes, ...]] = END_MARKERS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._unsent = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._ended:
+            self._see(chunk)
+        ready, self._unsent = rewrite_error_events(self._unsent + chunk)
+        return ready
+
+    async def finish(self) -> bytes:
+        # A stream that broke off drops its unfinished event: half an event is no event.
+        return self._unsent if self._ended else b""
+
+    def broken(self, message: str) -> bytes:
+        return error_event(message)
+
+    def error_response(self, status: int, message: str, error_type: str | None
+                       ) -> web.Response:
+        # llama-server names OpenAI's error types; Anthropic's follow from the status.
+        return anthropic_error(message, status)

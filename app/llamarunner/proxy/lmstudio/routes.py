@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import logging
 import platform
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import aiohttp
 from aiohttp import web
 
 from ...config.schema import ArgValue
@@ -20,7 +17,6 @@ from ...core.errors import (
     LlamaRunnerError,
     ModelNotFoundError,
     QueueFullError,
-    UpstreamError,
 )
 from ...runner.manager import Lease
 from ...runner.results import UnloadResult
@@ -28,14 +24,7 @@ from ...runner.state import RunnerState
 from ...runtime.resolver import RuntimeNotFoundError, find_runtime
 from ..body import read_json_object, required_model
 from ..errors import openai_error
-from ..relay import (
-    first_byte_deadline,
-    first_chunk,
-    open_upstream,
-    relay_openai,
-    sse_error_event,
-    upstream_error_message,
-)
+from ..relay import OpenAiSse, SseTransform, relay, sse_error_event
 from .backend import LMSTUDIO_BACKEND, LMStudioBackend
 from .request_fields import echo_load_config, requested_ttl
 from .stats import requested_max_tokens
@@ -52,18 +41,9 @@ from .views import (
     v1_model,
 )
 
-log = logging.getLogger(__name__)
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 RUNTIME_NAME: Final = runtime_name(platform.system(), platform.machine())
-
-_STREAM_HEADERS: Final = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    # Reverse proxies (nginx) must not buffer server-sent events.
-    "X-Accel-Buffering": "no",
-}
 
 # LM Studio's load config fields that map onto llama-server flags. flash_attention,
 # num_experts and offload_kv_cache_to_gpu are accepted and ignored: their llama-server
@@ -198,25 +178,13 @@ async def _v0_generation(request: web.Request, path: str, *, chat: bool
         backend.require_chat(name, requested)
     lease = await backend.manager.acquire(name)
     try:
-        deadline = first_byte_deadline(lease)
-        upstream = await open_upstream(backend.http, lease, path, raw, deadline)
-        try:
-            if upstream.status != 200:
-                message, etype = upstream_error_message(upstream.status, await upstream.read())
-                return openai_error(message, status=upstream.status, error_type=etype,
-                                    code=etype)
-            context = _completion_context(backend, lease, name, data)
-            if upstream.content_type == "text/event-stream":
-                # Read before our headers go out, so a silent or dead child is an error status.
-                first = await first_chunk(upstream, lease, deadline)
-                return await _relay_annotated(request, upstream, context, name, first)
-            return _annotated_json(await upstream.read(), context)
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"llama-server for model '{name}' broke off the response: {exc}") from exc
-        finally:
-            # Closing an unfinished response tells llama-server to stop generating.
-            upstream.close()
+        context = _completion_context(backend, lease, name, data)
+
+        async def answer(body: bytes) -> web.StreamResponse:
+            return _annotated_json(body, context)
+
+        return await relay(request, backend.http, lease, path, raw, AnnotatedSse(context),
+                           answer)
     finally:
         lease.release(ttl)
 
@@ -233,7 +201,7 @@ async def v0_embeddings(request: web.Request) -> web.StreamResponse:
             "args in the config")
     lease = await backend.manager.acquire(name)
     try:
-        return await relay_openai(request, backend.http, lease, "/v1/embeddings", raw)
+        return await relay(request, backend.http, lease, "/v1/embeddings", raw, OpenAiSse())
     finally:
         lease.release(ttl)
 
@@ -248,40 +216,26 @@ def _annotated_json(body: bytes, context: CompletionContext) -> web.Response:
     return web.json_response(context.annotate(data))
 
 
-async def _relay_annotated(request: web.Request, upstream: aiohttp.ClientResponse,
-                           context: CompletionContext, name: str,
-                           first: bytes = b"") -> web.StreamResponse:
-    """Relay SSE one upstream read at a time; only the final event is held back a moment."""
-    annotator = StreamAnnotator(context.extras)
-    response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
-    await response.prepare(request)
-    broken = f"llama-server for model '{name}' stopped in the middle of the response"
-    try:
-        if first:
-            out = annotator.feed(first)
-            if out:
-                await response.write(out)
-        async for chunk in upstream.content.iter_any():
-            out = annotator.feed(chunk)
-            if out:
-                await response.write(out)
-    except aiohttp.ClientError as exc:
-        log.warning("stream from %s broke off: %s", name, exc)
-        await _end(response, annotator.close() + sse_error_event(f"{broken}: {exc}"))
-        return response
-    tail = annotator.close()
-    if not annotator.done and not annotator.error:
-        tail += sse_error_event(broken)
-    await _end(response, tail)
-    return response
+class AnnotatedSse(SseTransform):
+    """The relay's transform for /api/v0 completions: llama-server's SSE with LM Studio's
+    `stats`, `model_info` and `runtime` added to the last event (see StreamAnnotator)."""
 
+    def __init__(self, context: CompletionContext) -> None:
+        self._annotator = StreamAnnotator(context.extras)
 
-async def _end(response: web.StreamResponse, data: bytes) -> None:
-    # The client may be gone already; there is nobody left to tell.
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        if data:
-            await response.write(data)
-        await response.write_eof()
+    @property
+    def ended(self) -> bool:
+        return self._annotator.done or self._annotator.error
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._annotator.feed(chunk)
+
+    async def finish(self) -> bytes:
+        return self._annotator.close()
+
+    def broken(self, message: str) -> bytes:
+        # The event held back for annotation was whole: it goes out before the error.
+        return self._annotator.close() + sse_error_event(message)
 
 
 # --- /api/v1 ----------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from ..context import BACKEND
 from ..errors import error_middleware
 from ..openai.app import MAX_BODY_BYTES
 from ..openai.routes import add_openai_routes
-from ..security import install_security, ollama_unauthorized
-from . import generation, models
+from ..security import STREAMED_BODY_PREFIXES, install_security, ollama_unauthorized
+from . import generation, models, store_routes
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .errors import render_ollama_port
 
@@ -33,6 +33,13 @@ def create_ollama_app(backend: OllamaBackend) -> web.Application:
     app.router.add_get("/api/ps", models.ps)
     app.router.add_post("/api/copy", models.copy)
     app.router.add_delete("/api/delete", models.delete)
+    # Getting models: the store of pulled models (store/).
+    app.router.add_post("/api/pull", store_routes.pull)
+    app.router.add_post("/api/push", store_routes.push)
+    app.router.add_post("/api/create", store_routes.create)
+    app.router.add_head("/api/blobs/{digest}", store_routes.head_blob)
+    app.router.add_post("/api/blobs/{digest}", store_routes.post_blob)
+    app[STREAMED_BODY_PREFIXES] = (store_routes.BLOB_PATH_PREFIX,)
     app.router.add_post("/api/chat", generation.chat)
     app.router.add_post("/api/generate", generation.generate)
     app.router.add_post("/api/embed", generation.embed)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from aiohttp import web
 
 from ...config.schema import Config
+from ...library.discovery import LibraryEntry
 from ...library.metadata import GGUFMetadata
+from ...store.model_store import ModelStore
+from ...store.names import ModelName
 from ..context import ProxyBackend
 
 
@@ -39,6 +43,14 @@ class OllamaBackend(ProxyBackend, Protocol):
     async def copy_model(self, source: str, destination: str) -> None: ...
 
     async def delete_model(self, name: str) -> None: ...
+
+    # The store of pulled models (pull, create, blobs; copy and delete of its models).
+    @property
+    def model_store(self) -> ModelStore: ...
+
+    def library_entries(self) -> Mapping[str, LibraryEntry]: ...
+
+    async def delete_stored(self, name: ModelName) -> None: ...
 
 
 OLLAMA_BACKEND: web.AppKey[OllamaBackend] = web.AppKey("ollama_backend", OllamaBackend)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,7 +15,7 @@ from aiohttp import web
 from ...core.errors import BadRequestError, LlamaRunnerError
 from ...runner.manager import Lease
 from ..body import read_json_object
-from ..relay import first_byte_deadline, first_chunk, open_upstream, upstream_error_message
+from ..relay import open_upstream, relay, upstream_error_message
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .convert import (
     CHAT_PATH,
@@ -46,13 +46,12 @@ from .errors import ollama_error
 from .models import model_field
 from .options import OllamaRequestError, load_args_from_options, parse_keep_alive
 from .runner_calls import apply_template, props, slot_context, tokenize
-from .stream import ChatStreamConverter, GenerateStreamConverter, ndjson, parse_sse_lines
+from .stream import ChatStreamConverter, GenerateStreamConverter, NdjsonStream
 from .timefmt import rfc3339_now
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["chat", "generate"]
-NDJSON = "application/x-ndjson"
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -224,113 +223,34 @@ def _answer_of(reply: Mapping[str, Any], path: str) -> tuple[str, list[int]]:
 async def _relay(request: web.Request, lease: Lease, backend: OllamaBackend, call: _Call
                  ) -> web.StreamResponse:
     load_ns = int(lease.load_wait * 1e9)
-    deadline = first_byte_deadline(lease)
-    upstream = await open_upstream(backend.http, lease, call.path,
-                                   json.dumps(call.body).encode(), deadline)
-    try:
-        if upstream.status != 200:
-            message, _ = upstream_error_message(upstream.status, await upstream.read())
-            return ollama_error(message, upstream.status)
-        if not call.stream:
-            reply = await upstream.json(content_type=None)
-            if call.kind == "chat":
-                out = chat_response_to_ollama(
-                    reply, model=call.model, created_at=rfc3339_now(),
-                    total_ns=time.monotonic_ns() - call.start_ns, load_ns=load_ns,
-                    upstream=call.path, top_logprobs=call.top_logprobs)
-            else:
-                context = await _reply_context(backend, lease, call, *_answer_of(reply, call.path))
-                out = generate_response_to_ollama(
-                    reply, model=call.model, created_at=rfc3339_now(),
-                    total_ns=time.monotonic_ns() - call.start_ns, load_ns=load_ns,
-                    upstream=call.path, top_logprobs=call.top_logprobs, context=context)
-            return web.json_response(out)
-        converter_type = ChatStreamConverter if call.kind == "chat" else GenerateStreamConverter
-        converter = converter_type(model=call.model, load_ns=load_ns, clock=rfc3339_now,
-                                   monotonic_ns=time.monotonic_ns, start_ns=call.start_ns,
-                                   top_logprobs=call.top_logprobs)
 
-        async def final_fields() -> dict[str, Any]:
-            context = await _reply_context(backend, lease, call, converter.text,
-                                           converter.tokens)
-            return {} if context is None else {"context": context}
+    async def answer(raw: bytes) -> web.StreamResponse:
+        reply = json.loads(raw)
+        if call.kind == "chat":
+            out = chat_response_to_ollama(
+                reply, model=call.model, created_at=rfc3339_now(),
+                total_ns=time.monotonic_ns() - call.start_ns, load_ns=load_ns,
+                upstream=call.path, top_logprobs=call.top_logprobs)
+        else:
+            context = await _reply_context(backend, lease, call, *_answer_of(reply, call.path))
+            out = generate_response_to_ollama(
+                reply, model=call.model, created_at=rfc3339_now(),
+                total_ns=time.monotonic_ns() - call.start_ns, load_ns=load_ns,
+                upstream=call.path, top_logprobs=call.top_logprobs, context=context)
+        return web.json_response(out)
 
-        # Read before our headers go out, so a silent or dead child is an error status.
-        first = await first_chunk(upstream, lease, deadline)
-        return await _relay_ndjson(request, upstream, converter, lease.runner.name, first,
-                                   final_fields)
-    except aiohttp.ClientError as exc:
-        return ollama_error(f"llama-server for model '{lease.runner.name}' broke off the "
-                            f"response: {exc}", 502)
-    finally:
-        upstream.close()
+    converter_type = ChatStreamConverter if call.kind == "chat" else GenerateStreamConverter
+    converter = converter_type(model=call.model, load_ns=load_ns, clock=rfc3339_now,
+                               monotonic_ns=time.monotonic_ns, start_ns=call.start_ns,
+                               top_logprobs=call.top_logprobs)
 
+    async def final_fields() -> dict[str, Any]:
+        context = await _reply_context(backend, lease, call, converter.text, converter.tokens)
+        return {} if context is None else {"context": context}
 
-async def _relay_ndjson(
-    request: web.Request, upstream: aiohttp.ClientResponse,
-    converter: ChatStreamConverter | GenerateStreamConverter, runner_name: str,
-    first: bytes = b"",
-    final_fields: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-) -> web.StreamResponse:
-    """Turn llama-server's SSE into Ollama's NDJSON, one write per upstream read.
-
-    `first` is what the caller already read (under the first-byte watchdog);
-    `final_fields` gives what the last line carries besides the metrics (``context``).
-    """
-    # X-Accel-Buffering: without it nginx holds the whole stream back until it ends.
-    response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON,
-                                                       "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    buffer = b""
-    try:
-        if first:
-            payloads, buffer = parse_sse_lines(first)
-            if await _write_converted(response, converter, payloads):
-                return response
-        async for chunk in upstream.content.iter_any():
-            payloads, buffer = parse_sse_lines(buffer + chunk)
-            if await _write_converted(response, converter, payloads):
-                return response
-        payloads, _ = parse_sse_lines(buffer, final=True)
-        if await _write_converted(response, converter, payloads):
-            return response
-    except aiohttp.ClientError as exc:
-        await response.write(ndjson(converter.error_line(
-            f"llama-server for model '{runner_name}' stopped in the middle of the response: "
-            f"{exc}")))
-        await response.write_eof()
-        return response
-    if converter.upstream_done:
-        try:
-            extra = await final_fields() if final_fields is not None else {}
-        except LlamaRunnerError as exc:
-            await response.write(ndjson(converter.error_line(exc.message)))
-            await response.write_eof()
-            return response
-        await response.write(ndjson(converter.finish(extra)))
-    else:
-        await response.write(ndjson(converter.error_line(
-            f"llama-server for model '{runner_name}' stopped in the middle of the response")))
-    await response.write_eof()
-    return response
-
-
-async def _write_converted(
-    response: web.StreamResponse, converter: ChatStreamConverter | GenerateStreamConverter,
-    payloads: list[bytes],
-) -> bool:
-    """Write the chunks for these payloads; True when an upstream error ended the stream."""
-    lines = []
-    for payload in payloads:
-        lines.extend(converter.feed_payload(payload))
-        if converter.error:
-            break
-    if lines:
-        await response.write(b"".join(ndjson(line) for line in lines))
-    if converter.error:
-        await response.write_eof()
-        return True
-    return False
+    return await relay(request, backend.http, lease, call.path,
+                       json.dumps(call.body).encode(), NdjsonStream(converter, final_fields),
+                       answer)
 
 
 def _require_embeddings(backend: OllamaBackend, name: str, requested: str) -> None:

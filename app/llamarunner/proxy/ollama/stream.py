@@ -1,24 +1,29 @@
-"""Streaming: llama-server SSE events in, Ollama NDJSON chunks out, without any I/O."""
+"""Streaming: llama-server SSE events in, Ollama NDJSON chunks out, without any I/O of its own."""
 
 from __future__ import annotations
 
 import abc
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
 
+from aiohttp import web
+
+from ...core.errors import LlamaRunnerError
 from .convert import (
     done_reason_from,
     durations_from_timings,
     logprobs_to_ollama,
     tool_calls_from_openai,
 )
+from .errors import ollama_error
 
 __all__ = [
     "DONE",
     "ChatStreamConverter",
     "GenerateStreamConverter",
+    "NdjsonStream",
     "StreamConverter",
     "ndjson",
     "parse_sse_lines",
@@ -365,3 +370,63 @@ def _error_message(error: object) -> str:
     if isinstance(error, str):
         return error
     return json.dumps(error)
+
+
+class NdjsonStream:
+    """The relay's transform for /api/chat and /api/generate: SSE in, Ollama's NDJSON out.
+
+    Wraps a stream converter; every upstream read gives at most one write, the lines of
+    the events it completed. An upstream error event becomes Ollama's ``{"error": ...}``
+    line and ends the answer. ``final_fields`` gives what the last line carries besides the
+    metrics (``context``); a failure there ends the answer with an error line instead.
+    """
+
+    # X-Accel-Buffering: without it nginx holds the whole stream back until it ends.
+    headers: ClassVar[Mapping[str, str]] = {"Content-Type": "application/x-ndjson",
+                                            "X-Accel-Buffering": "no"}
+
+    def __init__(self, converter: StreamConverter,
+                 final_fields: Callable[[], Awaitable[Mapping[str, Any]]] | None = None
+                 ) -> None:
+        self.converter = converter
+        self._final_fields = final_fields
+        self._buffer = b""
+
+    @property
+    def ended(self) -> bool:
+        return self.converter.upstream_done or self.converter.error is not None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.converter.error is not None:
+            return b""  # the error line was the last one
+        payloads, self._buffer = parse_sse_lines(self._buffer + chunk)
+        return self._lines(payloads)
+
+    async def finish(self) -> bytes:
+        if self.converter.error is not None:
+            return b""
+        # The connection closed: an event missing its blank line still counts.
+        payloads, self._buffer = parse_sse_lines(self._buffer, final=True)
+        out = self._lines(payloads)
+        if not self.ended or self.converter.error is not None:
+            return out
+        try:
+            extra = await self._final_fields() if self._final_fields is not None else {}
+        except LlamaRunnerError as exc:
+            return out + ndjson(self.converter.error_line(exc.message))
+        return out + ndjson(self.converter.finish(extra))
+
+    def broken(self, message: str) -> bytes:
+        return ndjson(self.converter.error_line(message))
+
+    def error_response(self, status: int, message: str, error_type: str | None
+                       ) -> web.Response:
+        return ollama_error(message, status)
+
+    def _lines(self, payloads: list[bytes]) -> bytes:
+        lines: list[Chunk] = []
+        for payload in payloads:
+            lines.extend(self.converter.feed_payload(payload))
+            if self.converter.error is not None:
+                break
+        return b"".join(ndjson(line) for line in lines) if lines else b""

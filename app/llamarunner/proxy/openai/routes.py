@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from ..body import read_json_object, required_model
 from ..context import BACKEND, ProxyBackend
 from ..ollama.backend import OLLAMA_BACKEND
 from ..ollama.views import ollama_name
-from ..relay import OPENAI_RESPONSES_SSE, StreamDialect, relay_openai
+from ..relay import OpenAiSse, ResponsesSse, StreamTransform, relay
 
 OWNER = "llamarunner"
 # Ollama's owner of a model without a namespace ("llama3" is "library/llama3").
@@ -78,7 +78,7 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def _relay_post(
     request: web.Request, upstream_path: str, *, chat: bool = False,
-    embeddings: bool = False, dialect: StreamDialect | None = None,
+    embeddings: bool = False, transform: Callable[[], StreamTransform] = OpenAiSse,
 ) -> web.StreamResponse:
     backend = request.app[BACKEND]
     raw, data = await read_json_object(request)
@@ -94,8 +94,7 @@ async def _relay_post(
         )
     async with await backend.manager.acquire(name) as lease:
         try:
-            return await relay_openai(request, backend.http, lease, upstream_path, raw,
-                                      dialect)
+            return await relay(request, backend.http, lease, upstream_path, raw, transform())
         finally:
             lease.release(keep_alive=ttl)
 
@@ -114,8 +113,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    return await _relay_post(request, "/v1/responses", chat=True,
-                             dialect=OPENAI_RESPONSES_SSE)
+    return await _relay_post(request, "/v1/responses", chat=True, transform=ResponsesSse)
 
 
 def add_openai_routes(app: web.Application) -> None:

@@ -1,0 +1,1 @@
+"""Pulled models: our own Ollama-layout store, registry and Hugging Face pulls, create."""

@@ -277,6 +277,7 @@ async def test_cancel_keeps_the_partial_and_two_pulls_share_one_job(
     job = store.pull(name, insecure=True)
     assert store.pull(name.upper().replace(stand_in.host.upper(), stand_in.host),
                       insecure=True) is job
+    assert store.job(job.id) is job and store.jobs() == [job]
     watcher = job.events()
     async for event in watcher:
         if event.digest == model and (event.completed or 0) > 0:
@@ -326,8 +327,31 @@ async def test_huggingface_pull_picks_the_quant_and_checks_the_hub_sha256(
     with pytest.raises(PullError) as split:
         await job.wait()
     assert "split" in split.value.message
-    stand_in.faults.corrupt.add("tiny-Q8_0.gguf")
+    # A file the hub keeps in git (no LFS sha256): named by its hash once it is here.
+    stand_in.hub_plain.add(("someone/Tiny-GGUF", "tiny-Q8_0.gguf"))
     await asyncio.to_thread(store.layout.delete_model, parse_name("hf.co/someone/Tiny-GGUF:q8_0"))
+    events = await pull_all(store, "hf.co/someone/Tiny-GGUF:Q8_0")
+    assert events[-1] == {"status": "success"}
+    plain = store.layout.read_manifest(parse_name("hf.co/someone/Tiny-GGUF:Q8_0"))
+    assert [layer.digest for layer in plain.layers] == [sha256_digest(q8)]
+    stand_in.hub_plain.clear()
+    stand_in.faults.corrupt.add("tiny-Q8_0.gguf")
+    await asyncio.to_thread(store.layout.delete_model, parse_name("hf.co/someone/Tiny-GGUF:Q8_0"))
     job = store.pull("hf.co/someone/Tiny-GGUF:Q8_0")
     with pytest.raises(DigestMismatchError):
         await job.wait()
+
+
+async def test_a_detached_pull_goes_on_without_watchers(store: ModelStore, stand_in: StandIn,
+                                                        gguf_bytes: bytes) -> None:
+    # What a download dialog or `llamarunner pull` uses: closing the view keeps the pull.
+    stand_in.add_model("library/tiny", "latest", gguf_bytes)
+    job = store.pull(f"{stand_in.host}/library/tiny", insecure=True,
+                     cancel_when_unwatched=False)
+    watcher = job.events()
+    assert (await anext(watcher)).status == "pulling manifest"
+    await watcher.aclose()
+    await job.wait()
+    assert job.state.value == "succeeded" and job.completed == job.total > 0
+    replay = [event.status async for event in job.events()]  # late watchers see it all
+    assert replay[0] == "pulling manifest" and replay[-1] == "success"

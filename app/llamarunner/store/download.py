@@ -23,6 +23,7 @@ import enum
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -133,6 +134,8 @@ class PullJob:
     """One pull of one model name; see the module docstring."""
 
     def __init__(self, name: ModelName, *, insecure: bool, cancel_when_unwatched: bool) -> None:
+        # Names the job for status polling (LM Studio's download jobs, a GUI list).
+        self.id = secrets.token_hex(8)
         self.name = name
         self.insecure = insecure
         self.cancel_when_unwatched = cancel_when_unwatched
@@ -207,8 +210,10 @@ class PullJob:
         for queue in self._queues:
             queue.put_nowait(progress)
 
-    def start_layer(self, digest: str, total: int, key: str | None = None) -> None:
-        shown = digest_hex(digest) if digest.startswith("sha256:") else (key or digest)
+    def start_layer(self, digest: str, total: int) -> None:
+        """A layer starts: `digest` is its sha256, or for a file whose digest is not known
+        yet a stable hex key (shown the same way)."""
+        shown = digest.removeprefix("sha256:")
         layer = _LayerProgress(f"pulling {shown[:12]}", digest, total)
         self._layers[digest] = layer
         self._layer_event(layer, force=True)
@@ -330,8 +335,11 @@ class PullEngine:
         return job
 
     def jobs(self) -> list[PullJob]:
-        """The pulls of this run, running and finished, oldest first."""
+        """The latest pull of each name in this run, running or finished, oldest first."""
         return sorted(self._jobs.values(), key=lambda job: job.started)
+
+    def job(self, job_id: str) -> PullJob | None:
+        return next((job for job in self._jobs.values() if job.id == job_id), None)
 
     def in_use(self) -> set[str]:
         """Digests running pulls are fetching or have fetched (not to be deleted)."""
@@ -506,15 +514,15 @@ class PullEngine:
         return self._locks.setdefault(key, asyncio.Lock())
 
     async def _fetch(self, job: PullJob, item: _Wanted) -> None:
-        shown = item.digest or f"sha256:{item.key}"
-        async with self._lock(item.digest or item.key):
+        shown = item.digest or item.key
+        async with self._lock(shown):
             if item.digest is not None and await asyncio.to_thread(
                     self.layout.has_blob, item.digest):
                 job.start_layer(shown, item.size)
                 job.add_bytes(shown, item.size)
                 item.got = item.digest
                 return
-            job.start_layer(shown, item.size, item.key)
+            job.start_layer(shown, item.size)
             partial = self.layout.partial_path(item.key)
             await asyncio.to_thread(self.layout.ensure_folders)
             try:

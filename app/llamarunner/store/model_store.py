@@ -103,6 +103,12 @@ class ModelStore:
         return self.pulls.pull(name, insecure=insecure,
                                cancel_when_unwatched=cancel_when_unwatched)
 
+    def jobs(self) -> list[PullJob]:
+        return self.pulls.jobs()
+
+    def job(self, job_id: str) -> PullJob | None:
+        return self.pulls.job(job_id)
+
     async def interrupted(self) -> list[PullRecord]:
         return await self.pulls.interrupted()
 

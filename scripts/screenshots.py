@@ -1,14 +1,16 @@
 """Take the docs' window screenshots from a real Service with a tiny model, offscreen.
 
 Usage: python scripts/screenshots.py [--out docs/images] [--meters-seconds 62]
-                                     [--only library settings logs meters chat]
+                                     [--only library settings logs meters chat get-model]
 
 Starts the Service on a qasync loop with a generated tiny model (and the demo model, SmolLM2,
 when it is in the app's models folder or the demo cache), loads the models through the
 library window so runner logs flow, sends a few chats (and, for the meters, about a minute
 of bursts of generation), then saves library.png, settings.png, logs.png and meters.png, and
-chat.png: the library's "Try it" panel with the demo model's answer to a question. The
-user's config, caches, window geometry and model stores are never touched: everything lives
+chat.png: the library's "Try it" panel with the demo model's answer to a question, and
+get-model.png: the "Get model" dialog next to the library's Downloads tab, downloading from a
+loopback stand-in of the Hugging Face hub (tests/support/registry_standin.py). The user's
+config, caches, window geometry and model stores are never touched: everything lives
 in a temporary folder.
 """
 
@@ -29,7 +31,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import qasync
-from PySide6.QtCore import QSettings, QSize
+from PySide6.QtCore import QPoint, QSettings, QSize, Qt
+from PySide6.QtGui import QPainter, QPixmap
 from PySide6.QtWidgets import QApplication, QWidget
 
 from llamarunner import paths
@@ -40,7 +43,7 @@ from llamarunner.service import Service
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tiny-chat"
-PICTURES = ("library", "settings", "logs", "meters", "chat")
+PICTURES = ("library", "settings", "logs", "meters", "chat", "get-model")
 # Two questions, so the picture shows a conversation (answers chosen by SmolLM2 at temperature 0).
 CHAT_QUESTIONS = ("Name three colors.", "What color is the sky?")
 T = TypeVar("T")
@@ -238,6 +241,8 @@ def take(out: Path, tmp: Path, config_path: Path, with_demo: bool, meters_second
             save(window, QSize(900, 720), out, "meters", pump)
         if "chat" in wanted:
             save_chat(library, out, pump)
+        if "get-model" in wanted:
+            save_get_model(service, library, out, pump)
     finally:
         for window in windows:
             window.hide()
@@ -276,6 +281,83 @@ def save_chat(library: Any, out: Path, pump: Pump) -> None:
         raise RuntimeError(f"could not write {target}")
     print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}: "
           f"{[t.answer for t in panel.turns]!r}")
+
+
+def save_get_model(service: Service, library: Any, out: Path, pump: Pump) -> None:
+    """The "Get model" dialog listing a repository's quants, beside the Downloads tab with one
+    download done and one under way, from a loopback stand-in of the Hugging Face hub."""
+    from tests.support.registry_standin import StandIn
+    from tests.support.tiny_gguf import write_tiny_gguf
+
+    hub = pump.run(StandIn().start())
+    os.environ["HF_ENDPOINT"] = hub.base_url
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="hub-", dir=os.environ["LLAMARUNNER_DATA_DIR"]))
+        small = write_tiny_gguf(folder / "tiny.gguf", name="tiny-q8").read_bytes()
+        # Sizes for the picker only; the slow download is never finished.
+        hub.add_hub_repo("example/Tiny-Chat-GGUF", {
+            "Tiny-Chat-Q8_0.gguf": small,
+            "Tiny-Chat-Q4_K_M.gguf": bytes(48 << 20),
+            "Tiny-Chat-Q6_K.gguf": bytes(61 << 20),
+            "Tiny-Chat-F16.gguf": bytes(160 << 20),
+            "README.md": b"# Tiny Chat\n",
+        })
+        library.resize(QSize(980, 640))
+        library.show()
+        library.splitter.setSizes([250, 390])
+        dialog = library.open_get_model()
+        dialog.name_edit.setText("hf.co/example/Tiny-Chat-GGUF:Q8_0")
+        pump.call(dialog.look_up)
+        pump.until(lambda: dialog.quant_combo.count() > 0, 30, "the quant list")
+        pump.call(dialog.download)
+        panel = library.downloads
+
+        def state(name: str) -> str:
+            row = panel.row(name)
+            return "" if row is None else str(row.state)
+
+        def completed(name: str) -> int:
+            row = panel.row(name)
+            return 0 if row is None or row.job is None else int(row.job.completed)
+
+        pump.until(lambda: state("hf.co/example/Tiny-Chat-GGUF:Q8_0") == "done", 60,
+                   "the small download")
+        hub.faults.delay = 0.01  # per 64 KB: about 6 MB/s, so the row shows speed and ETA
+        dialog = library.open_get_model()
+        dialog.name_edit.setText("hf.co/example/Tiny-Chat-GGUF")
+        pump.call(dialog.look_up)
+        pump.until(lambda: dialog.quant_combo.count() > 0, 30, "the quant list")
+        pump.call(dialog.download)
+        pump.until(lambda: completed("hf.co/example/Tiny-Chat-GGUF") > (14 << 20), 60,
+                   "the large download to be under way")
+        pump.sleep(0.6)  # a few ticks, so the speed settles
+        # The dialog as it was before Download: typed repository, quants listed.
+        dialog = library.open_get_model()
+        dialog.name_edit.setText("https://huggingface.co/example/Tiny-Chat-GGUF")
+        pump.call(dialog.look_up)
+        pump.until(lambda: dialog.quant_combo.count() > 0, 30, "the quant list")
+        dialog.resize(QSize(560, 280))
+        library.select("hf.co/example/Tiny-Chat-GGUF:Q8_0")  # Delete is on for it
+        pump.sleep(0.3)
+        window_picture, dialog_picture = library.grab(), dialog.grab()
+        margin = 16
+        canvas = QPixmap(window_picture.width() + dialog_picture.width() + 3 * margin,
+                         max(window_picture.height(), dialog_picture.height()) + 2 * margin)
+        canvas.fill(Qt.GlobalColor.white)
+        painter = QPainter(canvas)
+        painter.drawPixmap(QPoint(margin, margin), window_picture)
+        painter.drawPixmap(QPoint(2 * margin + window_picture.width(), margin), dialog_picture)
+        painter.end()
+        for job in service.model_store.jobs():
+            job.cancel()
+        dialog.hide()
+        target = out / "get-model.png"
+        if not canvas.save(str(target)):
+            raise RuntimeError(f"could not write {target}")
+        print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+    finally:
+        hub.faults.delay = 0
+        pump.run(hub.close())
 
 
 async def workload(service: Service, names: list[str], seconds: float) -> None:

@@ -204,6 +204,7 @@ class TrayIcon(QSystemTrayIcon):
         status = QAction(self.status_text(), menu)
         status.setEnabled(False)
         menu.addAction(status)
+        self._add_downloads(menu)
         self._build_models_menu()
         menu.addMenu(self._models_menu)
         menu.addSeparator()
@@ -214,6 +215,28 @@ class TrayIcon(QSystemTrayIcon):
         menu.addSeparator()
         menu.addAction(self._about_action)
         menu.addAction(self._quit_action)
+
+    def _add_downloads(self, menu: QMenu) -> None:
+        """A greyed line per running pull with its percent, and "Downloads (N)…", which
+        opens the library's Downloads tab; nothing while no pull runs."""
+        running = [job for job in self._service.model_store.jobs() if not job.done]
+        if not running:
+            return
+        for job in running:
+            total = job.total
+            done = f"{min(100, job.completed * 100 // total)}%" if total else "starting…"
+            line = QAction(f"Downloading {job.display}: {done}", menu)
+            line.setEnabled(False)
+            menu.addAction(line)
+        opener = QAction(f"Downloads ({len(running)})…", menu)
+        opener.triggered.connect(self.show_downloads)
+        menu.addAction(opener)
+
+    def show_downloads(self) -> None:
+        window = self._windows.show_library()
+        show = getattr(window, "show_downloads", None)
+        if callable(show):
+            show()
 
     def _build_models_menu(self) -> None:
         submenu = self._models_menu

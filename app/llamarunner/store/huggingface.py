@@ -37,9 +37,11 @@ __all__ = [
     "HubFile",
     "hub_endpoint",
     "hub_token",
+    "list_gguf_files",
     "parse_tree",
     "pick_model_file",
     "pick_projector",
+    "quant_choices",
 ]
 
 DEFAULT_ENDPOINT: Final = "https://huggingface.co"
@@ -225,3 +227,42 @@ class HubClient:
             yield resp
         finally:
             resp.release()
+
+
+def quant_choices(files: Sequence[HubFile], repo: str) -> list[tuple[str, int, str]]:
+    """The model files a pull can pick, as (path, size, quant tag), the default pick first.
+
+    Split files and projectors are left out (neither can be the model of a pull); the tag
+    is what `hf.co/{repo}:{tag}` takes to get that file.
+    """
+    models = [f for f in _models(files) if split_part(f.name) is None]
+    if not models:
+        return []
+    try:
+        default: HubFile | None = pick_model_file(files, "latest", repo)
+    except PullError:
+        default = None
+    ordered = sorted(models, key=lambda f: (f != default, f.path))
+    return [(f.path, f.size, _quant_label(f)) for f in ordered]
+
+
+async def list_gguf_files(repo: str, *, session: aiohttp.ClientSession | None = None,
+                          env: Mapping[str, str] | None = None) -> list[tuple[str, int, str]]:
+    """The GGUF model files of the hub repository `owner/repo` (see `quant_choices`).
+
+    For a download dialog's quant picker. Raises RemoteNotFoundError for a repository
+    that is not there (or is gated), RemoteUnreachableError when the hub cannot be reached.
+    """
+    owner, _, name = repo.partition("/")
+    model = ModelName("hf.co", owner, name, "latest")
+    own = session is None
+    if session is None:
+        session = aiohttp.ClientSession(
+            trust_env=True, headers={"User-Agent": "llamarunner"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60))
+    try:
+        hub = HubClient(session, hub_endpoint(env), hub_token(env))
+        return quant_choices(await hub.list_files(model), repo)
+    finally:
+        if own:
+            await session.close()

@@ -59,6 +59,8 @@ _TEMPLATE_TIPS: Final = {
     "setting": "the chat_template set for the model in the config",
 }
 _UNKNOWN: Final = "—"
+# Source names that read better in the table than the library's own word.
+SOURCE_TEXT: Final = {"pulled": "downloaded"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class LibraryRow:
         if column == COL_NAME:
             return self.name
         if column == COL_SOURCE:
-            return self.source
+            return SOURCE_TEXT.get(self.source, self.source)
         if column == COL_ARCH:
             return self.architecture or _UNKNOWN
         if column == COL_PARAMS:
@@ -167,6 +169,8 @@ class LibraryModel(QAbstractTableModel):
             return row.path
         if column == COL_STATE and row.reason:
             return row.reason
+        if column == COL_SOURCE and row.source == "pulled":
+            return "downloaded into the app's own store (Get model… or an API pull)"
         if column == COL_TEMPLATE:
             if row.template_problem:
                 return f"cannot chat: {row.template_problem}"

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -54,7 +55,9 @@ from ..models.library_model import (
     LibraryRow,
 )
 from ..widgets.chat_panel import ChatPanel
+from ..widgets.downloads import DownloadsPanel
 from ._common import ERROR_COLOR, BridgeLike, ErrorLabel, FieldErrors, ToolWindow
+from .get_model import GetModelDialog
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,17 @@ _SOURCE_TEXT: Final = {
     "folder": "a model folder (Save adds it to the config file, the file stays where it is)",
     "ollama": "Ollama's model store (Save keeps settings for it in the config file)",
     "lmstudio": "LM Studio's models folder (Save keeps settings for it in the config file)",
+    "pulled": "downloaded into the app's store (Get model…); Delete removes it",
+}
+# Why Delete is off for a model: only downloaded models belong to the app's store.
+_NO_DELETE: Final = {
+    "config": "it is a file named in the config file: remove its entry there, then delete "
+              "the file yourself",
+    "folder": "it is a file in a model folder: delete the file yourself",
+    "ollama": "it is in Ollama's model store, which LlamaRunner only reads; remove it with "
+              "`ollama rm`",
+    "lmstudio": "it is in LM Studio's models folder, which LlamaRunner only reads; remove it "
+                "in LM Studio",
 }
 
 
@@ -163,6 +177,9 @@ class LibraryWindow(ToolWindow):
         self.filter_edit.setClearButtonEnabled(True)
         self.add_folder_button = QPushButton("Add folder…")
         self.add_folder_button.setToolTip("Also list the .gguf models found in a folder")
+        self.get_model_button = QPushButton("Get model…")
+        self.get_model_button.setToolTip("Download a model from an Ollama registry or "
+                                         "Hugging Face")
         self.refresh_button = QPushButton("Refresh")
         self.count_label = QLabel()
 
@@ -183,6 +200,9 @@ class LibraryWindow(ToolWindow):
 
         self.load_button = QPushButton("Load")
         self.unload_button = QPushButton("Unload")
+        self.delete_button = QPushButton("Delete")
+        self.confirm_box: QMessageBox | None = None
+        self.get_model_dialog: GetModelDialog | None = None
         self.busy_bar = QProgressBar()
         self.busy_bar.setRange(0, 0)  # indeterminate: llama-server reports no load progress
         self.busy_bar.setMaximumWidth(120)
@@ -195,11 +215,13 @@ class LibraryWindow(ToolWindow):
         top = QHBoxLayout()
         top.addWidget(self.filter_edit, 1)
         top.addWidget(self.count_label)
+        top.addWidget(self.get_model_button)
         top.addWidget(self.add_folder_button)
         top.addWidget(self.refresh_button)
         actions = QHBoxLayout()
         actions.addWidget(self.load_button)
         actions.addWidget(self.unload_button)
+        actions.addWidget(self.delete_button)
         actions.addWidget(self.busy_bar)
         actions.addWidget(self.status_label, 1)
         upper = QWidget()
@@ -215,6 +237,8 @@ class LibraryWindow(ToolWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.detail, "Settings")
         self.tabs.addTab(self.chat, "Try it")
+        self.downloads = DownloadsPanel(service, bridge)
+        self.tabs.addTab(self.downloads, "Downloads")
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
         self.splitter.addWidget(self.tabs)
@@ -226,6 +250,10 @@ class LibraryWindow(ToolWindow):
 
         self.filter_edit.textChanged.connect(self._on_filter)
         self.add_folder_button.clicked.connect(self.add_folder)
+        self.get_model_button.clicked.connect(self.open_get_model)
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.downloads.finished.connect(self._on_download_finished)
+        self.downloads.active_changed.connect(self._on_downloads_active)
         self.refresh_button.clicked.connect(self.refresh)
         self.load_button.clicked.connect(self.load_selected)
         self.unload_button.clicked.connect(self.unload_selected)
@@ -540,6 +568,81 @@ class LibraryWindow(ToolWindow):
         self._set_status(f"{name} was not loaded." if result is UnloadResult.NOT_LOADED
                          else f"{name} is unloaded.")
 
+    def open_get_model(self) -> GetModelDialog:
+        """Show the "Get model" dialog (one, reused); its downloads show in the Downloads tab."""
+        dialog = self.get_model_dialog
+        if dialog is None:
+            dialog = self.get_model_dialog = GetModelDialog(self._service, self._bridge, self)
+            dialog.download_started.connect(lambda _job_id: self.show_downloads())
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+        dialog.name_edit.setFocus()
+        return dialog
+
+    def show_downloads(self) -> None:
+        """Bring the Downloads tab to the front (the tray's "Downloads…" opens it)."""
+        self.tabs.setCurrentWidget(self.downloads)
+        self.downloads.sync()
+
+    def _on_download_finished(self, name: str) -> None:
+        # The store rescanned before the pull reported success: the model is there now.
+        self.refresh()
+        self._set_status(f"Downloaded {name}.")
+
+    def _on_downloads_active(self, count: int) -> None:
+        index = self.tabs.indexOf(self.downloads)
+        self.tabs.setTabText(index, f"Downloads ({count})" if count else "Downloads")
+
+    def delete_reason(self, name: str) -> str | None:
+        """Why `name` cannot be deleted here, or None for a downloaded model."""
+        source = model_source(self._service, name)
+        if source == "pulled":
+            return None
+        return _NO_DELETE.get(source, "only downloaded models can be deleted here")
+
+    def delete_selected(self) -> None:
+        """Ask, then delete the selected downloaded model (as the APIs' delete does)."""
+        name = self.selected_name()
+        if name is None:
+            return
+        reason = self.delete_reason(name)
+        if reason is not None:
+            self._set_status(f"{name} cannot be deleted here: {reason}", error=True)
+            return
+        if self.confirm_box is not None:
+            self.confirm_box.close()
+        # open(), not exec(): a nested modal loop would stall the APIs while it is up.
+        box = QMessageBox(QMessageBox.Icon.Question, "Delete model",
+                          f"Delete {name}? Its files are removed from the app's store "
+                          "(files another model shares stay).",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                          self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.accepted.connect(lambda: self._confirmed_delete(name))
+        self.confirm_box = box
+        box.open()
+
+    def _confirmed_delete(self, name: str) -> None:
+        self.confirm_box = None
+        self._set_status(f"Deleting {name}…")
+        self._bridge.run(self._delete(name), f"delete {name}")
+
+    async def _delete(self, name: str) -> None:
+        try:
+            await self._service.delete_model(name)
+        except PermissionError as exc:
+            self._set_status(f"{name} was not deleted: {exc}", error=True)
+            return
+        except LlamaRunnerError as exc:
+            self._set_status(f"Cannot delete {name}: {exc.message}", error=True)
+            return
+        except OSError as exc:
+            self._set_status(f"Cannot delete {name}: {exc}", error=True)
+            return
+        self.refresh()
+        self._set_status(f"Deleted {name}.")
+
     def add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a model folder", str(Path.home()))
         if not folder:
@@ -588,9 +691,11 @@ class LibraryWindow(ToolWindow):
         super().showEvent(event)
         self._refresh_if_library_changed()
         self._watch_timer.start()
+        self.downloads.set_polling(True)
 
     def hideEvent(self, event: QHideEvent) -> None:
         self._watch_timer.stop()
+        self.downloads.set_polling(False)
         super().hideEvent(event)
 
     def _on_runner_state(self, name: str, state: str, reason: str) -> None:
@@ -622,6 +727,11 @@ class LibraryWindow(ToolWindow):
         row = self.model.row_for(name) if name else None
         self.load_button.setEnabled(row is not None and row.state in _LOADABLE)
         self.unload_button.setEnabled(row is not None and row.state in _UNLOADABLE)
+        reason = self.delete_reason(name) if name is not None and row is not None else ""
+        self.delete_button.setEnabled(row is not None and reason is None)
+        self.delete_button.setToolTip(
+            f"Cannot delete {name}: {reason}" if reason else
+            "Delete this downloaded model and its files")
         self.busy_bar.setVisible(self.model.busy())
 
     def _set_status(self, text: str, *, error: bool = False) -> None:

@@ -107,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true",
                         help="print the findings as JSON")
 
+    pull = sub.add_parser(
+        "pull", parents=common,
+        help="download a model (Ollama registry name or hf.co/owner/repo[:QUANT]) into the "
+             "app's store, through the running app when it is up",
+    )
+    pull.add_argument("name", metavar="NAME",
+                      help="model name, as for `ollama pull`: llama3.2, "
+                           "hf.co/owner/repo:Q4_K_M, host/namespace/model:tag")
+    pull.add_argument("--insecure", action="store_true",
+                      help="allow a registry over plain HTTP")
+    rm = sub.add_parser("rm", parents=common,
+                        help="delete a pulled or created model (through the running app "
+                             "when it is up)")
+    rm.add_argument("name", metavar="NAME", help="the model's name, as the app lists it")
+
     demo = sub.add_parser("demo", help="the demo models (SmolLM2 135M Instruct, Gemma 3 270M)",
                           parents=common)
     demo_sub = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
@@ -153,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return _models_command(config_path)
     if args.command == "doctor":
         return _doctor_command(args, config_path)
+    if args.command in ("pull", "rm"):
+        return _store_command(args, config_path)
     if args.command == "config":
         return _config_command(args, config_path)
     if args.command == "autostart":
@@ -238,6 +255,20 @@ def _doctor_command(args: argparse.Namespace, config_path: Path) -> int:
     else:
         print(f"llamarunner: {format_report(report)}", file=sys.stderr)
     return report.exit_code()
+
+
+def _store_command(args: argparse.Namespace, config_path: Path) -> int:
+    from .store_cli import pull_command, rm_command
+
+    try:
+        config = ConfigStore(config_path).load()
+    except ConfigError as exc:
+        print(f"{exc}\nllamarunner: {args.command} reads the app's port and key from this "
+              "file; fix it first", file=sys.stderr)
+        return 2
+    if args.command == "pull":
+        return pull_command(config, str(config_path), args.name, insecure=args.insecure)
+    return rm_command(config, str(config_path), args.name)
 
 
 def _demo_command(name: str) -> int:

@@ -256,7 +256,8 @@ class Service:
         if not _inside(Path(model.path), paths.models_dir()):
             raise PermissionError("it is a file in one of your own model folders; delete the "
                                   "file or remove its folder from model_dirs")
-        await self.manager.unload(name)
+        if self._manager is not None:  # `llamarunner rm` works without runners
+            await self._manager.unload(name)
         parts = entry.parts if entry and entry.parts else (model.path,)
         for part in parts:
             await asyncio.to_thread(Path(part).unlink, missing_ok=True)
@@ -272,8 +273,10 @@ class Service:
                     if os.path.realpath(model.path) in real]
 
         async def release(files: set[str]) -> None:
+            if self._manager is None:  # not started: nothing runs
+                return
             for model_name in await asyncio.to_thread(serving, files):
-                await self.manager.unload(model_name)
+                await self._manager.unload(model_name)
 
         await self.model_store.delete(name, release)
 

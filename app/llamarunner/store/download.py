@@ -142,6 +142,7 @@ class PullJob:
         self.state = JobState.RUNNING
         self.error: PullError | None = None
         self.started = time.time()
+        self.finished: float | None = None  # when it ended (status APIs)
         self._history: list[PullProgress] = []
         self._queues: set[asyncio.Queue[PullProgress | None]] = set()
         self._done = asyncio.Event()
@@ -231,6 +232,7 @@ class PullJob:
 
     def finish(self, state: JobState, error: PullError | None = None) -> None:
         self.state, self.error = state, error
+        self.finished = time.time()
         self._done.set()
         for queue in self._queues:
             queue.put_nowait(None)

@@ -85,6 +85,7 @@ LAYERS: list[set[str]] = [
     {"service"},
     {"doctor", "buildinfo"},
     {"headless", "gui"},
+    {"store_cli"},
     {"cli"},
     {"__main__"},
 ]

@@ -26,6 +26,7 @@ from ..body import read_json_object, required_model
 from ..errors import openai_error
 from ..relay import OpenAiSse, SseTransform, relay, sse_error_event
 from .backend import LMSTUDIO_BACKEND, LMStudioBackend
+from .download_routes import add_download_routes
 from .request_fields import echo_load_config, requested_ttl
 from .stats import requested_max_tokens
 from .views import (
@@ -329,3 +330,4 @@ def add_lmstudio_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/models", _v1_errors(v1_models))
     app.router.add_post("/api/v1/models/load", _v1_errors(v1_load))
     app.router.add_post("/api/v1/models/unload", _v1_errors(v1_unload))
+    add_download_routes(app, _v1_errors)

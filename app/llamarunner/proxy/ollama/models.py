@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
 
 from aiohttp import web
 
 from ...config.schema import ConfigValidationError
-from ...core.errors import BadRequestError, ModelNotFoundError
+from ...core.errors import BadRequestError, LlamaRunnerError, ModelNotFoundError
 from ...runner.state import OCCUPYING_STATES
+from ...store.layout import MEDIA_LICENSE, MEDIA_PARAMS, Manifest, StoreLayout
 from ..body import read_json_object
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .errors import ollama_error
@@ -22,6 +27,9 @@ from .views import (
     tag_entry,
     vram_share,
 )
+
+# Params and license layers are small text; a bigger one is not read into an answer.
+_MAX_TEXT: Final = 1024 * 1024
 
 
 async def root(request: web.Request) -> web.Response:
@@ -72,10 +80,49 @@ async def show(request: web.Request) -> web.Response:
     # The template the runner really uses: the file's own, ours for its family, the
     # configured one (a built-in's name when only llama-server has its text), or none.
     template = chat_template.text or chat_template.builtin or ""
+    entry = backend.library_entries().get(name)
+    texts = _StoredTexts()
+    if entry is not None and entry.source == "pulled" and entry.manifest:
+        texts = await asyncio.to_thread(_stored_texts, backend.model_store.layout,
+                                        entry.manifest)
     body = show_response(name, backend.metadata_for(name), args=args,
                          capabilities=backend.capabilities_for(name), mtime=mtime,
-                         template=template)
+                         template=template, system=entry.system if entry else None,
+                         params=texts.params, license=texts.license)
     return web.json_response(body)
+
+
+@dataclass(frozen=True)
+class _StoredTexts:
+    params: dict[str, object] | None = None
+    license: str = ""
+
+
+def _stored_texts(layout: StoreLayout, manifest_path: str) -> _StoredTexts:
+    """A pulled model's params layer and license text(s), as its manifest names them.
+
+    Unreadable layers are left out: /api/show still answers for a damaged model.
+    """
+    try:
+        manifest = Manifest.parse(Path(manifest_path).read_bytes())
+    except (OSError, LlamaRunnerError):
+        return _StoredTexts()
+    params: dict[str, object] | None = None
+    licenses: list[str] = []
+    for layer in manifest.layers:
+        if layer.media_type not in (MEDIA_PARAMS, MEDIA_LICENSE) or layer.size > _MAX_TEXT:
+            continue
+        try:
+            text = layout.blob_path(layer.digest).read_text(encoding="utf-8")
+            if layer.media_type == MEDIA_LICENSE:
+                licenses.append(text)
+            else:
+                data = json.loads(text)
+                params = data if isinstance(data, dict) else params
+        except (OSError, ValueError):
+            continue
+    # Ollama joins a model's licenses with a newline.
+    return _StoredTexts(params, "\n".join(licenses))
 
 
 async def ps(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """What the proxy adds on top of llama-server: the same requests direct and through it.
 
 Runs in one process on one machine, alternating direct and proxied requests so that noise
-hits both sides alike, and reports differences against the direct baseline:
+hits both sides alike, and reports differences against the direct baseline. The direct
+llama-server is started with the command line the runner gave its own child:
 
 - non-streaming requests: added latency, p50 and p99;
 - streaming: added latency per chunk and tokens/s through the proxy vs direct;
@@ -9,7 +10,8 @@ hits both sides alike, and reports differences against the direct baseline:
   llama-server's own spawn-to-healthy time plus its warm time to first byte;
 - swap: a request for B while A is loaded (one slot) through the proxy, minus A's own
   exit time + B's spawn-to-healthy + a warm request, all measured by hand;
-- parallel: 8 clients at once, requests/s through the proxy vs direct;
+- parallel: 8 clients at once, requests/s through the proxy vs direct, and the app's own
+  CPU time per proxied request;
 - launch: from starting `llamarunner --headless` to both ports accepting connections.
 
 Usage: python benchmarks/proxy_overhead.py [--model PATH] [--requests N]

@@ -51,8 +51,8 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when it is installed (POSIX), else asyncio's own (None).
 
     Every proxied request is a handful of socket reads and writes plus the callbacks
-    around them; uvloop runs that loop in C, which cuts the app's CPU per request by
-    about a fifth. The desktop app keeps qasync's loop: Qt must own that one.
+    around them; uvloop runs that loop in C, which takes 5-15 % off the app's CPU per
+    request. The desktop app keeps qasync's loop: Qt must own that one.
     """
     if sys.platform == "win32":
         return None

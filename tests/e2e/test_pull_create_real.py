@@ -278,3 +278,42 @@ async def test_a_blob_larger_than_the_free_space_is_refused_before_it_is_read(
     status, answer = await raw(running, "POST", f"/api/blobs/{digest}", data=body)
     assert status == 507 and "(10 bytes) are free" in json.loads(answer)["error"]
     assert not running.service.model_store.layout.blob_path(digest).exists()
+
+
+async def test_a_pulled_models_template_layer_sets_its_turns(
+        running: Any, stand_in: StandIn, tmp_path: Path) -> None:
+    # A GGUF without a template of its own whose name matches no family: only the
+    # manifest's (Go) template layer says how its turns look, and that is honoured.
+    bare = write_tiny_gguf(tmp_path / "bare.gguf", name="bare", chat_template=None)
+    layer = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+             "{{ end }}<|im_start|>assistant\n")
+    stand_in.add_model("library/bare", "latest", bare.read_bytes(), template=layer)
+    await client(running).pull(f"{stand_in.host}/library/bare", insecure=True)
+    name = f"{stand_in.host}/library/bare:latest"
+    template = running.service.chat_template_for(name)
+    assert (template.source, template.name) == ("layer", "chatml")
+    lease = await running.service.manager.acquire(name)
+    try:
+        async with aiohttp.ClientSession() as http:
+            prompt = await apply_template(http, lease, {"messages": HELLO})
+    finally:
+        lease.release()
+    assert prompt.startswith("<|im_start|>user\nhello<|im_end|>")
+    reply = await client(running).chat(model=name, messages=HELLO, options={"num_predict": 2})
+    assert reply.done
+
+
+async def test_a_created_models_messages_come_before_each_chat(running: Any) -> None:
+    c = client(running)
+    preset = [{"role": "user", "content": "Who are you?"},
+              {"role": "assistant", "content": "I am the tiny model."}]
+    done = await c.create(model="primed", from_="tiny", messages=preset)
+    assert done.status == "success"
+    assert list(running.service.default_messages_for("primed:latest")) == preset
+    primed = await c.chat(model="primed", messages=HELLO, options={"num_predict": 2})
+    plain = await c.chat(model="tiny", messages=HELLO, options={"num_predict": 2})
+    assert primed.done
+    assert primed.prompt_eval_count > plain.prompt_eval_count  # the preset turns are in
+    # A load-only chat (no messages) stays load-only.
+    loaded = await c.chat(model="primed", messages=[])
+    assert loaded.done_reason == "load"

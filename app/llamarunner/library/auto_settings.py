@@ -24,9 +24,12 @@ _EMBEDDING_FLAGS: Final = ("embedding", "embeddings")
 
 
 def auto_configure(
-    model: ModelConfig, meta: GGUFMetadata | None
+    model: ModelConfig, meta: GGUFMetadata | None, ollama_template: str | None = None
 ) -> tuple[ModelConfig, ChatTemplate]:
-    """The model with the flags its metadata calls for, and the chat template it uses."""
+    """The model with the flags its metadata calls for, and the chat template it uses.
+
+    `ollama_template` is the template layer of the model's Ollama manifest, if any.
+    """
     args: dict[str, ArgValue] = dict(model.args)
     if meta is not None and is_embedding_model(meta):
         if not any(flag in args for flag in _EMBEDDING_FLAGS):
@@ -40,7 +43,8 @@ def auto_configure(
         template = ChatTemplate(
             "none", problem="it runs in embedding mode (\"embedding\": true in its args)")
     else:
-        template = resolve_chat_template(model.chat_template, model.args, meta)
+        template = resolve_chat_template(model.chat_template, model.args, meta,
+                                         ollama_template)
         add, drop = template.runner_args()
         for flag in drop:
             args.pop(flag, None)

@@ -30,7 +30,7 @@ __all__ = [
     "template_file",
 ]
 
-TemplateSource = Literal["setting", "file", "family", "none"]
+TemplateSource = Literal["setting", "file", "layer", "family", "none"]
 
 # Our own Jinja templates, one file per family, shipped with the package.
 TEMPLATE_DIR: Final = Path(__file__).parent / "chat_templates"
@@ -87,6 +87,18 @@ FAMILY_RULES: Final = (
     _rule("llama", "mistral", r"mistral|mixtral|ministral"),
     _rule("llama", "chatml", r"smollm|qwen"),
 )
+# An Ollama template layer is Go template text, which llama-server cannot run; its turn
+# markers say which of our templates renders the same turns. First match wins.
+LAYER_MARKERS: Final = (
+    (("<start_of_turn>",), "gemma"),
+    (("<|start_header_id|>",), "llama3"),
+    (("<|im_start|>",), "chatml"),
+    (("[SYSTEM_PROMPT]",), "mistral-v7"),
+    (("<<SYS>>",), "llama2"),
+    (("[INST]",), "mistral"),
+    (("<|assistant|>", "<|end|>"), "phi3"),
+    (("<|assistant|>", "</s>"), "zephyr"),
+)
 # Llama 3's vocabulary: the name is often just "Meta Llama" or a fine-tune's own.
 _LLAMA3_VOCAB_SIZES: Final = frozenset({128256, 128000})
 
@@ -116,7 +128,7 @@ class ChatTemplate:
 
     def describe(self) -> str:
         """A short label for listings: "file", "family (gemma)", "setting (chatml)", "none"."""
-        if self.name and self.source in ("family", "setting"):
+        if self.name and self.source in ("family", "setting", "layer"):
             return f"{self.source} ({self.name})"
         return self.source
 
@@ -153,12 +165,22 @@ def family_template(meta: GGUFMetadata) -> str | None:
     return None
 
 
+def layer_template(go_template: str) -> str | None:
+    """Our template with the turns of an Ollama template layer, or None when unknown."""
+    for markers, name in LAYER_MARKERS:
+        if all(marker in go_template for marker in markers):
+            return name
+    return None
+
+
 def resolve_chat_template(
     setting: str | None,
     args: Mapping[str, object],
     meta: GGUFMetadata | None,
+    ollama_template: str | None = None,
 ) -> ChatTemplate:
-    """The template a model uses. `setting` is its ``chat_template``; `args` its flags."""
+    """The template a model uses. `setting` is its ``chat_template``; `args` its flags;
+    `ollama_template` the template layer of its Ollama manifest, if any."""
     if setting:
         return _from_setting(setting)
     for flag in TEMPLATE_FLAGS:
@@ -176,6 +198,9 @@ def resolve_chat_template(
         return ChatTemplate("file")
     if meta.chat_template:
         return ChatTemplate("file", text=meta.chat_template)
+    layer = layer_template(ollama_template) if ollama_template else None
+    if layer is not None:
+        return _named("layer", layer)
     family = family_template(meta)
     if family is not None:
         return ChatTemplate("family", name=family, text=_family_text(family),
@@ -184,12 +209,17 @@ def resolve_chat_template(
 
 
 def _from_setting(setting: str) -> ChatTemplate:
-    if setting in FAMILY_TEMPLATES:
-        return ChatTemplate("setting", name=setting, text=_family_text(setting),
-                            path=str(template_file(setting)))
-    if setting in BUILTIN_TEMPLATES:
-        return ChatTemplate("setting", name=setting, builtin=setting)
+    if setting in FAMILY_TEMPLATES or setting in BUILTIN_TEMPLATES:
+        return _named("setting", setting)
     return _from_file_setting(setting)
+
+
+def _named(source: TemplateSource, name: str) -> ChatTemplate:
+    """A template by name: our file when we have one, else llama-server's built-in."""
+    if name in FAMILY_TEMPLATES:
+        return ChatTemplate(source, name=name, text=_family_text(name),
+                            path=str(template_file(name)))
+    return ChatTemplate(source, name=name, builtin=name)
 
 
 def _from_file_setting(value: str) -> ChatTemplate:

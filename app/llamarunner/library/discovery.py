@@ -8,7 +8,7 @@ import stat
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from ..config.schema import ArgValue
 from .gguf import GGUF_MAGIC, SUPPORTED_VERSIONS, GGUFError
@@ -77,6 +77,12 @@ class LibraryEntry:
     # Pulled models: the manifest's system prompt and its params as llama-server flags.
     system: str | None = None
     default_args: Mapping[str, ArgValue] = field(default_factory=dict)
+    # Ollama's store and ours: the manifest's template layer (Go template text), which
+    # says the model's turn format when its GGUF carries no template of its own.
+    ollama_template: str | None = None
+    # Pulled and created models: the conversation a Modelfile's MESSAGE lines give, which
+    # Ollama puts before every chat's own messages.
+    messages: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass

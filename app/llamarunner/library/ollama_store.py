@@ -65,6 +65,8 @@ _HOST_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(:[0-9]{1,5})?
 # Text layers of a pulled model read at scan time (system prompt, params): small files.
 _MAX_TEXT_LAYER_BYTES: Final = 1024 * 1024
 MEDIA_SYSTEM: Final = "application/vnd.ollama.image.system"
+MEDIA_TEMPLATE: Final = "application/vnd.ollama.image.template"
+MEDIA_MESSAGES: Final = "application/vnd.ollama.image.messages"
 MEDIA_PARAMS: Final = "application/vnd.ollama.image.params"
 # Manifests are a few KB; tensor-layer ones list many layers. Anything bigger is not one.
 _MAX_MANIFEST_BYTES: Final = 8 * 1024 * 1024
@@ -237,6 +239,8 @@ def _entry_for(
     default_args: dict[str, ArgValue] = {}
     if source == "pulled":
         system, default_args = _defaults(layers, blobs, blobs_real, path, skipped)
+    template = _template(layers, blobs, blobs_real, path, skipped)
+    messages = _messages(layers, blobs, blobs_real, path, skipped) if source == "pulled" else ()
     return LibraryEntry(
         name=name,
         path=model_blob,
@@ -252,7 +256,40 @@ def _entry_for(
         manifest=path if source == "pulled" else None,
         system=system,
         default_args=default_args,
+        ollama_template=template,
+        messages=messages,
     )
+
+
+def _messages(layers: Sequence[_Layer], blobs: Path, blobs_real: str, path: str,
+              skipped: list[SkippedFile]) -> tuple[Mapping[str, Any], ...]:
+    """The manifest's messages layer: [{"role", "content"}...] (a bad one is reported)."""
+    for layer in layers:
+        if layer.media_type != MEDIA_MESSAGES:
+            continue
+        try:
+            loaded = json.loads(_text_layer(layer, blobs, blobs_real, "messages"))
+            if not isinstance(loaded, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content", ""), str) for m in loaded):
+                raise _Refused("messages layer is not a list of {role, content} objects")
+        except (_Refused, ValueError) as exc:
+            skipped.append(SkippedFile(path, f"{exc} (listed without it)"))
+            return ()
+        return tuple({"role": m["role"], "content": m.get("content", "")} for m in loaded)
+    return ()
+
+
+def _template(layers: Sequence[_Layer], blobs: Path, blobs_real: str, path: str,
+              skipped: list[SkippedFile]) -> str | None:
+    """The manifest's template layer, if any (an unreadable one is reported, not fatal)."""
+    for layer in layers:
+        if layer.media_type == MEDIA_TEMPLATE:
+            try:
+                return _text_layer(layer, blobs, blobs_real, "template") or None
+            except _Refused as exc:
+                skipped.append(SkippedFile(path, f"{exc} (listed without it)"))
+    return None
 
 
 def _defaults(

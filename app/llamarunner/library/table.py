@@ -50,7 +50,7 @@ def format_library_table(
         except (GGUFError, OSError):
             meta = None
         if model is not None:
-            model, chat_template = auto_configure(model, meta)
+            model, chat_template = auto_configure(model, meta, entry.ollama_template)
             template = chat_template.describe()
             template_text = chat_template.text if chat_template.can_chat else None
         else:

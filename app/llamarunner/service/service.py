@@ -187,6 +187,11 @@ class Service:
         """The chat template the model's llama-server uses, and where it comes from."""
         return self._templates.get(name, ChatTemplate("file"))
 
+    def default_messages_for(self, name: str) -> Sequence[Mapping[str, Any]]:
+        """A created model's MESSAGE conversation, which Ollama puts before each chat's."""
+        entry = self.library_entries().get(name)
+        return entry.messages if entry is not None else ()
+
     def require_chat(self, name: str, requested: str | None = None) -> None:
         """Refuse a chat request for a model without a chat template (400, each API's shape)."""
         template = self.chat_template_for(name)
@@ -398,8 +403,9 @@ class Service:
             meta = None
             with contextlib.suppress(GGUFError, OSError):
                 meta = self._metadata.get(model.path)
-            models[name], templates[name] = auto_configure(model, meta)
             entry = catalog.entries.get(name)
+            models[name], templates[name] = auto_configure(
+                model, meta, entry.ollama_template if entry is not None else None)
             if entry is not None and entry.system:
                 models[name], templates[name] = with_default_system(
                     models[name], templates[name], entry.system,

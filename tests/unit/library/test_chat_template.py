@@ -13,7 +13,9 @@ from llamarunner.library.chat_template import (
     BUILTIN_TEMPLATES,
     FAMILY_RULES,
     FAMILY_TEMPLATES,
+    LAYER_MARKERS,
     family_template,
+    layer_template,
     resolve_chat_template,
     template_file,
 )
@@ -202,3 +204,44 @@ def test_the_users_own_embedding_and_pooling_flags_win() -> None:
 def test_a_generative_model_is_not_put_in_embedding_mode() -> None:
     configured, _ = auto_configure(model(), meta(pooling_type=0, chat_template="{{x}}"))
     assert "embedding" not in configured.args
+
+
+# ---- an Ollama manifest's template layer
+
+
+LAYER_CASES = [
+    ("<start_of_turn>user\n{{ .Prompt }}<end_of_turn>\n<start_of_turn>model\n", "gemma"),
+    ("{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>", "llama3"),
+    ("{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>", "chatml"),
+    ("[SYSTEM_PROMPT]{{ .System }}[/SYSTEM_PROMPT][INST]{{ .Prompt }}[/INST]", "mistral-v7"),
+    ("[INST] <<SYS>>{{ .System }}<</SYS>>\n\n{{ .Prompt }} [/INST]", "llama2"),
+    ("[INST] {{ .Prompt }} [/INST]", "mistral"),
+    ("<|user|>\n{{ .Prompt }}<|end|>\n<|assistant|>\n", "phi3"),
+    ("<|user|>\n{{ .Prompt }}</s>\n<|assistant|>\n", "zephyr"),
+    ("{{ .Prompt }}", None),
+    ("### Instruction:\n{{ .Prompt }}\n### Response:\n", None),
+]
+
+
+@pytest.mark.parametrize(("go_template", "expected"), LAYER_CASES)
+def test_layer_markers_name_our_template(go_template: str, expected: str | None) -> None:
+    assert layer_template(go_template) == expected
+
+
+def test_every_layer_marker_has_a_row() -> None:
+    assert {name for _, name in LAYER_MARKERS} == {e for _, e in LAYER_CASES if e}
+
+
+def test_the_template_layer_beats_the_family_guess_but_not_the_files_own() -> None:
+    layer = "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>{{ end }}"
+    gemma = meta(architecture="gemma3")
+    result = resolve_chat_template(None, {}, gemma, layer)
+    assert (result.source, result.name, result.describe()) == ("layer", "chatml",
+                                                               "layer (chatml)")
+    assert result.path == str(template_file("chatml"))
+    assert resolve_chat_template(None, {}, meta(chat_template="{{x}}"), layer).source == "file"
+    # A layer whose turns we cannot tell leaves the family guess in place.
+    assert resolve_chat_template(None, {}, gemma, "{{ .Prompt }}").name == "gemma"
+    # A layer naming only llama-server's built-in turns gets Jinja off, like the setting.
+    zephyr = "<|user|>\n{{ .Prompt }}</s>\n<|assistant|>\n"
+    assert resolve_chat_template(None, {}, meta(), zephyr).builtin == "zephyr"

@@ -96,6 +96,8 @@ def test_library_model(store: FakeOllamaStore, gguf: Path) -> None:
             mtime=manifest.stat().st_mtime,
             digest=layer.digest.removeprefix("sha256:"),
             publisher=None,
+            # The store's template layer: it picks the turns when the GGUF has none.
+            ollama_template="{{ .Prompt }}",
         )
     }
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -39,6 +39,8 @@ class OllamaBackend(ProxyBackend, Protocol):
     def model_file(self, name: str) -> ModelFileFacts | None: ...
 
     def ttl_of(self, name: str) -> float: ...
+
+    def default_messages_for(self, name: str) -> Sequence[Mapping[str, Any]]: ...
 
     async def copy_model(self, source: str, destination: str) -> None: ...
 

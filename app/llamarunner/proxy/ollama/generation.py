@@ -114,6 +114,11 @@ async def _generation(request: web.Request, kind: Kind) -> web.StreamResponse:
     except OllamaRequestError as exc:
         raise BadRequestError(exc.message) from exc
     name = backend.resolve_model(requested)
+    if kind == "chat" and isinstance(data.get("messages"), list) and data["messages"]:
+        # A created model's MESSAGE lines come before the chat's own, as in Ollama.
+        preset = backend.default_messages_for(name)
+        if preset:
+            data = {**data, "messages": [*preset, *data["messages"]]}
     raw = data.get("raw") is True
     can_chat = True
     try:

@@ -29,10 +29,13 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_NAMESPACE",
     "MEDIA_ADAPTER",
+    "MEDIA_LICENSE",
+    "MEDIA_MESSAGES",
     "MEDIA_MODEL",
     "MEDIA_PARAMS",
     "MEDIA_PROJECTOR",
     "MEDIA_SYSTEM",
+    "MEDIA_TEMPLATE",
     "MEDIA_TENSOR",
     "default_ollama_roots",
     "ollama_model_name",
@@ -53,6 +56,12 @@ MEDIA_PROJECTOR: Final = "application/vnd.ollama.image.projector"
 MEDIA_ADAPTER: Final = "application/vnd.ollama.image.adapter"
 # Safetensors weights for Ollama's own (MLX) engine: nothing llama.cpp can load.
 MEDIA_TENSOR: Final = "application/vnd.ollama.image.tensor"
+# Text layers: read at scan time (small files), written by /api/create.
+MEDIA_TEMPLATE: Final = "application/vnd.ollama.image.template"
+MEDIA_SYSTEM: Final = "application/vnd.ollama.image.system"
+MEDIA_PARAMS: Final = "application/vnd.ollama.image.params"
+MEDIA_LICENSE: Final = "application/vnd.ollama.image.license"
+MEDIA_MESSAGES: Final = "application/vnd.ollama.image.messages"
 
 # Ollama names a blob after its digest; since CVE-2024-37032 (a digest with "../" in a
 # manifest let a pull write outside the store) the digest must be exactly this.
@@ -64,10 +73,6 @@ _NAME_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _HOST_PART: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(:[0-9]{1,5})?")
 # Text layers of a pulled model read at scan time (system prompt, params): small files.
 _MAX_TEXT_LAYER_BYTES: Final = 1024 * 1024
-MEDIA_SYSTEM: Final = "application/vnd.ollama.image.system"
-MEDIA_TEMPLATE: Final = "application/vnd.ollama.image.template"
-MEDIA_MESSAGES: Final = "application/vnd.ollama.image.messages"
-MEDIA_PARAMS: Final = "application/vnd.ollama.image.params"
 # Manifests are a few KB; tensor-layer ones list many layers. Anything bigger is not one.
 _MAX_MANIFEST_BYTES: Final = 8 * 1024 * 1024
 

@@ -22,7 +22,17 @@ from typing import Any, Final
 
 from ..core.errors import LlamaRunnerError
 from ..core.files import atomic_write
-from ..library.ollama_store import MEDIA_ADAPTER, MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_TENSOR
+from ..library.ollama_store import (
+    MEDIA_ADAPTER,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    MEDIA_TENSOR,
+)
 from .errors import StoreError
 from .names import ModelName, parse_name
 
@@ -50,11 +60,6 @@ __all__ = [
 
 MEDIA_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
-MEDIA_TEMPLATE: Final = "application/vnd.ollama.image.template"
-MEDIA_SYSTEM: Final = "application/vnd.ollama.image.system"
-MEDIA_PARAMS: Final = "application/vnd.ollama.image.params"
-MEDIA_LICENSE: Final = "application/vnd.ollama.image.license"
-MEDIA_MESSAGES: Final = "application/vnd.ollama.image.messages"
 
 # A digest names a file, so it must be exactly this (CVE-2024-37032: "sha256:../x").
 _DIGEST: Final = re.compile(r"sha256:([0-9a-f]{64})")

@@ -26,6 +26,7 @@ from ..config.schema import format_duration
 from ..core.errors import UpstreamError
 from ..runner.manager import Lease
 from .errors import openai_error
+from .upstream import UpstreamResponse, pool_for
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _timed_out(lease: Lease) -> FirstTokenTimeoutError:
 
 
 async def first_chunk(
-    upstream: aiohttp.ClientResponse, lease: Lease, deadline: float | None
+    upstream: UpstreamResponse, lease: Lease, deadline: float | None
 ) -> bytes:
     """The first body bytes of a streamed answer, read under the first-byte watchdog.
 
@@ -121,38 +122,23 @@ def sse_error_event(message: str, code: str = "upstream_error") -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-# Failures that mean a pooled keep-alive connection was already closed by llama-server
-# (its HTTP library drops connections after streamed responses and idle periods without
-# always saying so). The request never reached it, so sending it again is safe.
-_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-# One retry per pooled connection that may have died at once (a burst of streams on
-# several connections), then a last try whose failure is reported.
-_STALE_RETRIES = 4
-
-
 async def open_upstream(
     http: aiohttp.ClientSession, lease: Lease, path: str, body: bytes,
     deadline: float | None = None,
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """POST to the runner and wait for its response headers under the first-byte watchdog.
 
     `deadline` (from first_byte_deadline) lets a streaming relay share one watchdog window
     between the headers and the first body bytes; without it a fresh window starts here.
+    The POST goes through the lean client's pool that goes with `http` (upstream.py).
     """
-    url = lease.base_url + path
-    headers = {"Content-Type": "application/json", **lease.headers}
     if deadline is None:
         deadline = first_byte_deadline(lease)
     try:
         # Cancelling the POST on timeout closes its connection, which is how llama-server
         # learns to drop the task (it checks the socket between tokens).
         async with asyncio.timeout_at(deadline):
-            for _ in range(_STALE_RETRIES):
-                try:
-                    return await http.post(url, data=body, headers=headers)
-                except _STALE_CONNECTION_ERRORS:
-                    continue  # the pool may hold several dead connections: next one
-            return await http.post(url, data=body, headers=headers)
+            return await pool_for(http).post(lease.base_url, path, body, lease.headers)
     except TimeoutError:
         raise _timed_out(lease) from None
     except aiohttp.ClientError as exc:
@@ -304,7 +290,7 @@ async def relay(
 
 
 async def _relay_stream(
-    request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease,
+    request: web.Request, upstream: UpstreamResponse, lease: Lease,
     deadline: float | None, transform: StreamTransform,
 ) -> web.StreamResponse:
     # Raises before our headers go out: a silent or dead child is still a proper error.

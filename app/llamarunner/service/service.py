@@ -46,6 +46,7 @@ from ..proxy.ollama.app import create_ollama_app
 from ..proxy.openai.app import create_openai_app
 from ..proxy.relay import upstream_session
 from ..proxy.servers import ListenerError, ListenerSet
+from ..proxy.upstream import pool_for
 from ..runner.manager import RunnerManager
 from ..runtime.resolver import RuntimeNotFoundError, resolve_runtime
 from ..store.model_store import ModelStore, default_store_root
@@ -344,6 +345,7 @@ class Service:
         if self._manager is not None:
             await self._manager.shutdown()
         if self._http is not None:
+            pool_for(self._http).close()  # the lean client's keep-alive connections
             await self._http.close()
             self._http = None
 

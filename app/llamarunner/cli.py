@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__, paths
-from .config import ConfigError, ConfigStore, default_config_path
+from .config import Config, ConfigError, ConfigStore, default_config_path
 from .core.logging_setup import configure_logging
 from .demo import DEFAULT_DEMO, DEMO_MODELS
 
@@ -234,17 +234,25 @@ def _models_command(config_path: Path) -> int:
     return 0
 
 
+def _config_for_the_app(command: str, config_path: Path) -> Config | None:
+    """The config a command that talks to the running app needs (its ports and key), or
+    None after saying why it cannot be used."""
+    try:
+        return ConfigStore(config_path).load()
+    except ConfigError as exc:
+        print(f"{exc}\nllamarunner: {command} reads the app's ports and key from this "
+              "file; fix it first", file=sys.stderr)
+        return None
+
+
 def _doctor_command(args: argparse.Namespace, config_path: Path) -> int:
     import asyncio
     import json
 
     from .doctor import diagnose, format_report, target_from_config
 
-    try:
-        config = ConfigStore(config_path).load()
-    except ConfigError as exc:
-        print(f"{exc}\nllamarunner: the doctor reads the app's ports and key from this file; "
-              "fix it first", file=sys.stderr)
+    config = _config_for_the_app(args.command, config_path)
+    if config is None:
         return 2
     target = target_from_config(config, str(config_path))
     report = asyncio.run(diagnose(target, args.model))
@@ -260,11 +268,8 @@ def _doctor_command(args: argparse.Namespace, config_path: Path) -> int:
 def _store_command(args: argparse.Namespace, config_path: Path) -> int:
     from .store_cli import pull_command, rm_command
 
-    try:
-        config = ConfigStore(config_path).load()
-    except ConfigError as exc:
-        print(f"{exc}\nllamarunner: {args.command} reads the app's port and key from this "
-              "file; fix it first", file=sys.stderr)
+    config = _config_for_the_app(args.command, config_path)
+    if config is None:
         return 2
     if args.command == "pull":
         return pull_command(config, str(config_path), args.name, insecure=args.insecure)

@@ -179,6 +179,14 @@ async def _request(session: aiohttp.ClientSession, app: _App, method: str, path:
                           f"{app.endpoint.host_port})") from exc
 
 
+async def _refused(resp: aiohttp.ClientResponse, app: _App, err: TextIO) -> int:
+    """Say why the app refused (with the key hint on a 401); the failure exit status."""
+    message = _error_of(await resp.read(), resp.status)
+    hint = app.key_hint if resp.status == 401 else ""
+    err.write(f"llamarunner: {message}{hint}\n")
+    return EXIT_FAILED
+
+
 async def _pull_via_app(app: _App, name: str, insecure: bool, printer: ProgressPrinter,
                         err: TextIO) -> int:
     async with _session() as session:
@@ -186,10 +194,7 @@ async def _pull_via_app(app: _App, name: str, insecure: bool, printer: ProgressP
                               {"model": name, "insecure": insecure, "stream": True})
         async with resp:
             if resp.status != 200:
-                message = _error_of(await resp.read(), resp.status)
-                hint = app.key_hint if resp.status == 401 else ""
-                err.write(f"llamarunner: {message}{hint}\n")
-                return EXIT_FAILED
+                return await _refused(resp, app, err)
             last = ""
             async for raw in resp.content:
                 if not raw.strip():
@@ -251,10 +256,7 @@ async def _rm_via_app(app: _App, name: str, out: TextIO, err: TextIO) -> int:
         resp = await _request(session, app, "DELETE", "/api/delete", {"model": name})
         async with resp:
             if resp.status != 200:
-                message = _error_of(await resp.read(), resp.status)
-                hint = app.key_hint if resp.status == 401 else ""
-                err.write(f"llamarunner: {message}{hint}\n")
-                return EXIT_FAILED
+                return await _refused(resp, app, err)
     out.write(f"deleted '{name}'\n")
     return EXIT_OK
 

@@ -108,12 +108,10 @@ def atomic_writer(path: Path, *, keep_mode: bool = True, mode: int = 0o666
             os.fsync(handle.fileno())
         if old_mode is not None:
             os.chmod(temp, old_mode)
-        replace(temp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+        _discard(temp)
         raise
-    fsync_dir(target.parent)
+    _install(temp, target)
 
 
 def atomic_write(path: Path, data: bytes, *, keep_mode: bool = True, mode: int = 0o666) -> None:
@@ -159,10 +157,20 @@ def atomic_link_or_copy(source: Path, target: Path) -> None:
         with open(source, "rb") as src, atomic_writer(target, keep_mode=False) as out:
             shutil.copyfileobj(src, out, _CHUNK)
         return
+    _install(temp, target)
+
+
+def _install(temp: Path, target: Path) -> None:
+    """Rename a finished temp file over `target` and fsync the folder; on failure the temp
+    file is removed and the target left as it was."""
     try:
         replace(temp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+        _discard(temp)
         raise
     fsync_dir(target.parent)
+
+
+def _discard(temp: Path) -> None:
+    with contextlib.suppress(OSError):
+        temp.unlink()

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 # in ~20 ms, a large one loads silently for seconds and needs no hundreds of polls.
 HEALTH_POLL_INTERVAL = 0.005
 HEALTH_POLL_MAX = 0.05
+# Once a runner is up, its output is read at most this often (ManagedProcess
+# .coalesce_output): log lines reach the logs window within this, at a small fraction of
+# the CPU that reading each per-request line as it comes would take.
+OUTPUT_COALESCE_S = 0.05
 # Flags the runner owns; config validation already rejects them in `args`.
 RUNNER_HOST = "127.0.0.1"
 # llama-server's message when its port is taken (server.cpp: "couldn't bind HTTP server
@@ -278,6 +282,7 @@ class ModelRunner:
             # a new command line by now, and stale-child matching compares command lines.
             # Soon, not now: the requests waiting for this start go first.
             asyncio.get_running_loop().call_soon(self._registry.record, self.process.pid)
+        self.process.coalesce_output(OUTPUT_COALESCE_S)
         self.loaded_at = time.time()
         self._watch_task = asyncio.get_running_loop().create_task(
             self._watch_exit(exit_waiter), name=f"watch:{self.name}"

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +27,6 @@ log = logging.getLogger(__name__)
 
 # A llama-server line can be long (a dumped chat template); past this it is cut, not fatal.
 _LINE_LIMIT = 1 << 20
-# How much output one read takes from the child's pipe.
-_READ_CHUNK = 1 << 16
 
 
 class ManagedProcess:
@@ -56,9 +55,14 @@ class ManagedProcess:
         self._ring: collections.deque[str] = collections.deque(maxlen=ring_size)
         self._env = env
         self._registry = registry
-        self._proc: asyncio.subprocess.Process | None = None
-        self._drain_task: asyncio.Task[None] | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._output: _ChildOutput | None = None
+        self._splitter = _LineSplitter(_LINE_LIMIT)
         self._log_file: IO[str] | None = None
+        # 0: every piece of output is handled as it arrives. Above 0, reading pauses this
+        # long after each read (see coalesce_output).
+        self._coalesce = 0.0
+        self._paused = False
         self.last_output_at = time.monotonic()
         self.started_at: float | None = None
         # Set whenever the child prints; whoever waits on it clears it first (readiness
@@ -67,11 +71,11 @@ class ManagedProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._transport.get_pid() if self._transport else None
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.returncode if self._proc else None
+        return self._transport.get_returncode() if self._transport else None
 
     def tail(self, lines: int = 20) -> list[str]:
         return list(self._ring)[-lines:]
@@ -83,48 +87,68 @@ class ManagedProcess:
             if self._log_path.exists():
                 with contextlib.suppress(OSError):
                     os.replace(self._log_path, self._log_path.with_suffix(".prev.log"))
-            # Flushed after every chunk of output (see _record_lines); opening is instant.
+            # Flushed after every read of output (see _record_lines); opening is instant.
             self._log_file = open(  # noqa: SIM115, ASYNC230
                 self._log_path, "a", encoding="utf-8"
             )
-        self._proc = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        # The protocol API rather than create_subprocess_exec: output is handled in the
+        # read callback itself (no reader task to wake per line), and the pipe's own
+        # transport can pause reading, which coalesce_output needs.
+        transport, output = await loop.subprocess_exec(
+            lambda: _ChildOutput(loop, self._on_output),
             *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            limit=_LINE_LIMIT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=self._env,
             **platform_impl.spawn_options(),
         )
+        self._transport, self._output = transport, output
+        pid = transport.get_pid()
         if sys.platform == "win32":
-            platform_impl.after_spawn(self._proc.pid)
+            platform_impl.after_spawn(pid)
         if self._registry is not None:
-            self._registry.record(self._proc.pid)
+            self._registry.record(pid)
         self.started_at = time.monotonic()
         self.last_output_at = self.started_at
-        self._drain_task = asyncio.get_running_loop().create_task(
-            self._drain(), name=f"drain:{self.name}"
-        )
 
-    async def _drain(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stream = self._proc.stdout
-        splitter = _LineSplitter(_LINE_LIMIT)
-        try:
-            while True:
-                # Whole chunks, not readline(): a burst of lines (a model load prints
-                # hundreds) costs one read, one file write and one flush.
-                chunk = await stream.read(_READ_CHUNK)
-                if chunk:
-                    self.output_arrived.set()
-                lines = splitter.feed(chunk) if chunk else splitter.finish()
-                self._record_lines(lines)
-                if not chunk:
-                    break
-        finally:
+    def coalesce_output(self, seconds: float) -> None:
+        """From now on read the child's output at most once every `seconds`.
+
+        A ready llama-server prints about eight lines per request, each a separate write:
+        handled one by one, they cost the app more CPU than relaying the request itself.
+        Paused, they wait in the pipe (64 KiB, far more than a pause's worth of lines;
+        llama-server writes them from its own logging thread, so a full pipe never holds
+        up a request) and arrive in one read. Readiness checks want every line at once,
+        so runners call this only once their child is up.
+        """
+        self._coalesce = seconds
+
+    def _on_output(self, data: bytes) -> None:
+        if data:
+            self.output_arrived.set()
+            self._record_lines(self._splitter.feed(data))
+            if self._coalesce > 0 and not self._paused:
+                self._pause_reading()
+        else:  # the end of the output: the child and everything it forked closed the pipe
+            self._record_lines(self._splitter.finish())
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+
+    def _pause_reading(self) -> None:
+        pipe = self._transport.get_pipe_transport(1) if self._transport else None
+        if not isinstance(pipe, asyncio.ReadTransport) or pipe.is_closing():
+            return
+        pipe.pause_reading()
+        self._paused = True
+        asyncio.get_running_loop().call_later(self._coalesce, self._resume_reading, pipe)
+
+    def _resume_reading(self, pipe: asyncio.ReadTransport) -> None:
+        self._paused = False
+        if not pipe.is_closing():
+            pipe.resume_reading()
 
     def _record_lines(self, lines: list[str]) -> None:
         if not lines:
@@ -143,52 +167,90 @@ class ManagedProcess:
 
     async def wait(self) -> int:
         """Wait for the child to exit and for its output to be fully drained."""
-        assert self._proc is not None
-        code = await self._proc.wait()
+        assert self._transport is not None and self._output is not None
+        await asyncio.shield(self._output.finished)
+        code = self._transport.get_returncode()
+        assert code is not None  # the transport ends only after the process has exited
         if self._registry is not None:
-            self._registry.forget(self._proc.pid)
-        if self._drain_task is not None:
-            await asyncio.shield(self._drain_task)
+            self._registry.forget(self._transport.get_pid())
         return code
 
     async def stop(self, grace: float) -> int | None:
         """Polite signal, bounded wait, then kill the whole tree and reap. Idempotent."""
-        proc = self._proc
-        if proc is None:
+        transport = self._transport
+        if transport is None:
             return None
-        descendants = _descendants(proc.pid)
-        if proc.returncode is None:
-            self._terminate(proc)
+        descendants = _descendants(transport.get_pid())
+        if transport.get_returncode() is None:
+            self._terminate(transport)
             try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=grace)
+                await asyncio.wait_for(self._exited(), timeout=grace)
             except TimeoutError:
                 log.warning("%s ignored the stop request for %.1fs; killing it", self.name, grace)
         # Kill the group even after a clean exit: a forked grandchild may still hold the
         # GPU or a port, and it is part of the tree we started.
-        self._kill_tree(proc, descendants)
+        self._kill_tree(transport, descendants)
         code = await self.wait()
         if descendants:
             await asyncio.to_thread(_reap, descendants)
         return code
 
-    def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+    async def _exited(self) -> None:
+        """Until the child itself has exited (its output may still be open)."""
+        assert self._output is not None
+        await asyncio.shield(self._output.exited)
+
+    def _terminate(self, transport: asyncio.SubprocessTransport) -> None:
         if sys.platform == "win32":
             with contextlib.suppress(OSError, ValueError):
-                platform_impl.terminate(proc)
+                platform_impl.terminate(transport)
         else:
-            platform_impl.terminate_group(proc.pid)
+            platform_impl.terminate_group(transport.get_pid())
 
     def _kill_tree(
-        self, proc: asyncio.subprocess.Process, descendants: list[psutil.Process]
+        self, transport: asyncio.SubprocessTransport, descendants: list[psutil.Process]
     ) -> None:
         if sys.platform != "win32":
-            platform_impl.kill_group(proc.pid)
-        elif proc.returncode is None:
+            platform_impl.kill_group(transport.get_pid())
+        elif transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError, OSError):
-                proc.kill()
+                transport.kill()
         for child in descendants:
             with contextlib.suppress(psutil.Error):
                 child.kill()
+
+
+class _ChildOutput(asyncio.SubprocessProtocol):
+    """Hands the child's output to `on_output` as it is read (b"" at its end) and says
+    when the child has exited and when everything has ended."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 on_output: Callable[[bytes], None]) -> None:
+        self._on_output = on_output
+        self.exited: asyncio.Future[None] = loop.create_future()
+        # The process has exited and its output is closed: nothing more will come.
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._output_closed = False
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._on_output(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1 and not self._output_closed:
+            self._output_closed = True
+            self._on_output(b"")
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._output_closed:  # closed without its pipe ever reporting the end
+            self._output_closed = True
+            self._on_output(b"")
+        for future in (self.exited, self.finished):
+            if not future.done():
+                future.set_result(None)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

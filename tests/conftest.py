@@ -13,6 +13,7 @@ from typing import Any
 import psutil
 import pytest
 from tests.fakes.runtime import fake_runtime
+from tests.support.speech import make_speech
 from tests.support.tiny_gguf import write_tiny_gguf
 
 from llamarunner import demo, paths
@@ -111,6 +112,18 @@ def smollm2_model() -> Path:
 def gemma3_model() -> Path:
     """Gemma 3 270M, the base model: no chat template of its own."""
     return _real_model(demo.GEMMA3.name)
+
+
+@pytest.fixture(scope="session")
+def whisper_model() -> Path:
+    """Whisper tiny.en in CTranslate2 format (a folder), from its PyPI wheel."""
+    return _real_model(demo.WHISPER_TINY_EN.name)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few seconds of real English speech (espeak-ng), 16 kHz mono WAV."""
+    return make_speech(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture(scope="session")

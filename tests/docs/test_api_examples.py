@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from tests.docs.markdown_docs import (
     API_REFERENCE,
     Endpoint,
     ShellCommand,
+    code_blocks,
     endpoint_sections,
     shell_blocks,
     shell_commands,
@@ -142,8 +144,11 @@ def _wait_ready(process: subprocess.Popen[bytes], log: Path, timeout: float = 60
 
 
 @pytest.fixture(scope="module")
-def live_app(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path) -> Iterator[LiveApp]:
+def live_app(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path,
+             whisper_model: Path, speech_wav: Path) -> Iterator[LiveApp]:
     workdir = tmp_path_factory.mktemp("api-examples")
+    # The audio examples upload ./speech.wav: they run in this folder.
+    shutil.copyfile(speech_wav, workdir / "speech.wav")
     # The tiny model under the examples' names; a long training context so that the
     # examples' prompts (tools included) and the load example's 8192 fit.
     model = write_tiny_gguf(workdir / "tiny.gguf", name="tiny", context_length=8192)
@@ -158,6 +163,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path) -
             "my-embedder": {"path": str(model),
                             "args": {"embedding": True, "pooling": "mean", "ctx-size": 512,
                                      "threads": 1}},
+            "whisper-tiny.en": {"path": str(whisper_model)},
         },
         "model_dirs": [str(workdir / "models")],
         "sources": {"ollama": {"enabled": False}, "lmstudio": {"enabled": False}},
@@ -238,7 +244,7 @@ def _run(command: ShellCommand, app: LiveApp, index: int) -> Answer:
             "-o", str(body_file), "-w", "%{http_code} %{content_type}",
             *(_local(arg, app.ports) for arg in command.argv[1:])]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=CURL_TIMEOUT + 10,
-                          check=False)
+                          check=False, cwd=app.workdir)
     assert done.returncode == 0, (
         f"API_REFERENCE.md:{command.line}: curl failed ({done.returncode}): {done.stderr}\n"
         f"{command.source}")
@@ -266,7 +272,11 @@ def _check_body(answer: Answer, command: ShellCommand, method: str) -> None:
     elif answer.content_type == "text/event-stream":
         events = [line[len("data:"):].strip() for line in text.splitlines()
                   if line.startswith("data:")]
-        assert events and events[-1] == "[DONE]", f"{where}: unfinished stream {text}"
+        assert events, f"{where}: an empty stream"
+        if events[-1] != "[DONE]":  # a transcript ends with its done event instead
+            assert json.loads(events[-1]).get("type") == "transcript.text.done", (
+                f"{where}: unfinished stream {text}")
+            events.append("[DONE]")
         for event in events[:-1]:
             assert "error" not in json.loads(event), f"{where}: {event}"
     elif answer.content_type == "text/plain":
@@ -292,3 +302,24 @@ def test_example_answers_as_documented(live_app: LiveApp, index: int) -> None:
         assert 200 <= answer.status < 300, (
             f"{where}: {answer.status}: {answer.body[:500]!r}\n{command.source}")
     _check_body(answer, command, request.method)
+
+
+# ---------------------------------------------------------------------------------------------
+# The SDK examples
+
+
+SDK_EXAMPLES = [block for block in code_blocks(API_REFERENCE.read_text())
+                if block.language == "python"]
+
+
+@pytest.mark.parametrize("index", range(len(SDK_EXAMPLES)),
+                         ids=[f"line{block.line}" for block in SDK_EXAMPLES])
+def test_sdk_example_runs(live_app: LiveApp, index: int) -> None:
+    block = SDK_EXAMPLES[index]
+    source = _local(block.text, live_app.ports)
+    env = {key: value for key, value in os.environ.items()
+           if key.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                          timeout=CURL_TIMEOUT, check=False, cwd=live_app.workdir, env=env)
+    assert done.returncode == 0, f"API_REFERENCE.md:{block.line}: {done.stderr}"
+    assert done.stdout.strip(), f"API_REFERENCE.md:{block.line}: printed nothing"

@@ -22,10 +22,12 @@ from llamarunner.config import ConfigStore
 from llamarunner.gui.bridge import ServiceBridge
 from llamarunner.gui.models.library_model import (
     COL_CONTEXT,
+    COL_KIND,
     COL_NAME,
     COL_PARAMS,
     COL_SIZE,
     COL_SOURCE,
+    COL_TEMPLATE,
     COLUMNS,
     NAME_ROLE,
     LibraryRow,
@@ -193,6 +195,85 @@ def test_busy_bar_shows_while_loading(library: Library) -> None:
     library.until(lambda: window.state_text("tiny-b") == "ready", "tiny-b to be ready")
     assert True in shown
     assert not window.busy_bar.isVisible()
+
+
+@pytest.fixture
+def speech_library(open_library: Callable[[Path], Library], tiny_config: Callable[..., Path],
+                   tiny_model: Path, whisper_model: Path, tmp_path: Path) -> Library:
+    """`tiny` (a GGUF chat model) and `whisper` (Whisper tiny.en, speech to text)."""
+    return open_library(tiny_config(
+        {"tiny": {"path": str(tiny_model), "args": {"ctx-size": 256}},
+         "whisper": {"path": str(whisper_model)}},
+        model_dirs=[str(tmp_path / "no-models")], sources=NO_SOURCES))
+
+
+def test_a_speech_model_is_listed_as_speech_to_text(
+        speech_library: Library, whisper_model: Path,
+        screenshot: Callable[[QWidget, str], Path]) -> None:
+    library, window = speech_library, speech_library.window
+    assert library.names() == ["tiny", "whisper"]
+    row = library.row("whisper")
+    assert (row.kind, row.kind_text, row.languages) == ("audio", "Speech to text", "English")
+    assert library.cell("whisper", COL_KIND) == "Speech to text (English)"
+    assert library.cell("tiny", COL_KIND) == "Language model"
+    assert row.size == sum(f.stat().st_size for f in whisper_model.iterdir() if f.is_file())
+    assert library.cell("whisper", COL_SIZE).endswith("MB")
+    assert row.capabilities == ("audio",) and row.architecture == "whisper"
+    # What only a llama-server model has reads as not applicable, not as unknown.
+    assert library.cell("whisper", COL_CONTEXT) == ""
+    assert library.cell("whisper", COL_TEMPLATE) == ""
+    assert library.window.state_text("whisper") == "stopped"
+
+    library.select("whisper")
+    assert window.transcribe_button.isEnabled() and window.load_button.isEnabled()
+    assert not window.tabs.isTabEnabled(window.chat_tab)  # it cannot chat
+    assert window.chat.model is None
+    assert window.kind_label.text() == "Speech to text (English)"
+    assert not window.detail_form.isRowVisible(window.template_label)
+    assert window.args_caption.text() == "Speech worker arguments"
+    assert "compute-type" in window.args_table.toolTip()
+    library.driver.sleep(0.1)  # the form lays itself out again without the hidden row
+    assert screenshot(window, "library-audio").stat().st_size > 0
+
+    library.select("tiny")  # a GGUF chat model: no transcribing, chat and its hints back
+    assert not window.transcribe_button.isEnabled()
+    assert window.open_transcribe() is None and window.transcribe_dialog is None
+    assert window.tabs.isTabEnabled(window.chat_tab) and window.chat.model == "tiny"
+    assert window.kind_label.text() == "Language model"
+    assert window.detail_form.isRowVisible(window.template_label)
+    assert window.args_caption.text() == "llama-server arguments"
+    assert "ctx-size" in window.args_table.toolTip()
+
+    # Chatting with tiny, then picking the speech model: its settings show, not an empty chat.
+    window.tabs.setCurrentWidget(window.chat)
+    library.select("whisper")
+    assert window.tabs.currentWidget() is window.detail
+
+
+def test_load_unload_and_settings_of_a_speech_model(speech_library: Library) -> None:
+    library, window = speech_library, speech_library.window
+    library.select("whisper")
+    window._add_arg_row()
+    row = window.args_table.rowCount() - 1
+    window.args_table.item(row, 0).setText("threads")
+    window.args_table.item(row, 1).setText("1")
+    library.click(window.save_button)
+    library.until(lambda: window.detail_status.text() == "Saved the settings of whisper.",
+                  "the save")
+    saved = json.loads(library.service.store.path.read_text())["models"]["whisper"]
+    assert saved["args"] == {"threads": 1}
+    assert library.row("whisper").kind == "audio"  # still the speech model after the reload
+
+    library.select("whisper")
+    library.click(window.load_button)
+    library.until(lambda: window.state_text("whisper") == "ready", "the speech worker")
+    assert window.status_label.text() == "whisper is loaded."
+    info = next(i for i in library.service.manager.snapshot() if i.name == "whisper")
+    assert info.pid is not None
+    assert window.unload_button.isEnabled() and window.transcribe_button.isEnabled()
+    library.click(window.unload_button)
+    library.until(lambda: window.state_text("whisper") == "stopped", "whisper to stop")
+    assert window.status_label.text() == "whisper is unloaded."
 
 
 def test_settings_saved_in_place_and_applied(library: Library) -> None:

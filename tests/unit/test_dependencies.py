@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 SCANNED = ("app", "installer", "scripts", "benchmarks", "tests")
 # Our own top-level names (packages and scripts imported by their folder's path).
-OWN = {"llamarunner", "tests", "proxy_overhead", "notices", "build_bundle", "selftest"}
+OWN = {"llamarunner", "tests", "benchmarks", "proxy_overhead", "notices", "build_bundle",
+       "selftest"}
 # Installed by a declared dependency and only ever used together with it.
 COMES_WITH = {"shiboken6": "pyside6-essentials"}
 

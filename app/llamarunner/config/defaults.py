@@ -80,6 +80,8 @@ DEFAULT_ALLOWED_HOSTS: Final[tuple[str, ...]] = ()
 DEFAULT_CORS_ORIGINS: Final[tuple[str, ...]] = ()
 # Largest request body (32 MiB): room for long prompts and inline images.
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+# Largest audio file a speech-to-text request may carry (25 MB, OpenAI's own limit).
+DEFAULT_MAX_AUDIO_BYTES: Final = 25 * 1000 * 1000
 # Seconds a request body may take to arrive before the request is answered 408.
 DEFAULT_BODY_TIMEOUT: Final = 60.0
 # The shortest API key accepted: shorter ones can be guessed.

@@ -250,6 +250,13 @@ class ModelConfig:
     # A llama-server built-in template name (chatml, gemma, llama3...) or a Jinja file;
     # None: the GGUF's own template, else its family's (library/chat_template.py).
     chat_template: str | None = None
+    # Not a config key: what the library found at `path`. "llm" is a GGUF for
+    # llama-server, "audio" a Whisper folder for the speech worker (library/whisper.py).
+    kind: str = "llm"
+
+    @property
+    def is_audio(self) -> bool:
+        return self.kind == "audio"
 
     @property
     def serves_embeddings(self) -> bool:
@@ -307,6 +314,7 @@ class SecurityConfig:
     allowed_hosts: tuple[str, ...] = defaults.DEFAULT_ALLOWED_HOSTS
     cors_origins: tuple[str, ...] = defaults.DEFAULT_CORS_ORIGINS
     max_body_bytes: int = defaults.DEFAULT_MAX_BODY_BYTES
+    max_audio_bytes: int = defaults.DEFAULT_MAX_AUDIO_BYTES
     body_timeout: float = defaults.DEFAULT_BODY_TIMEOUT
 
     def resolved_api_key(self) -> str:
@@ -401,6 +409,7 @@ class Config:
                 "allowed_hosts": list(security.allowed_hosts),
                 "cors_origins": list(security.cors_origins),
                 "max_body_bytes": security.max_body_bytes,
+                "max_audio_bytes": security.max_audio_bytes,
                 "body_timeout": format_duration(security.body_timeout),
             }
         # Same rule again: turning start at login on adds the section, never a plain save.
@@ -457,7 +466,8 @@ _MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias", "chat_template")
 _SETTINGS_KEYS = ("runtime", "args", "ttl", "alias", "chat_template")
 _SOURCE_KEYS = ("enabled", "path")
 _SECURITY_KEYS = (
-    "api_key", "api_key_env", "allowed_hosts", "cors_origins", "max_body_bytes", "body_timeout"
+    "api_key", "api_key_env", "allowed_hosts", "cors_origins", "max_body_bytes",
+    "max_audio_bytes", "body_timeout"
 )
 _DESKTOP_KEYS = ("start_at_login",)
 _SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeout", "stop_grace",
@@ -1042,6 +1052,8 @@ def _parse_security(checker: _Checker, data: Mapping[str, Any]) -> SecurityConfi
         cors_origins=cors_origins,
         max_body_bytes=checker.integer(section, "max_body_bytes", path, base.max_body_bytes,
                                        1024),
+        max_audio_bytes=checker.integer(section, "max_audio_bytes", path,
+                                        base.max_audio_bytes, 1024),
         body_timeout=checker.duration(section, "body_timeout", path, base.body_timeout,
                                       positive=True, finite=True),
     )

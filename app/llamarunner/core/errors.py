@@ -135,3 +135,41 @@ class ChatNotSupportedError(LlamaRunnerError):
             "/v1/completions"
         )
         self.model = model
+
+
+class AudioEngineMissingError(LlamaRunnerError):
+    """An audio model was asked for, but the speech-to-text engine is not installed."""
+
+    status = 501
+    code = "audio_engine_missing"
+    error_type = "server_error"
+
+
+class NotAudioModelError(LlamaRunnerError):
+    """A speech-to-text route named a model that is not a speech-to-text model."""
+
+    status = 400
+    code = "model_not_audio"
+    error_type = "invalid_request_error"
+    param = "model"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"model '{model}' is not an audio model; name a speech-to-text (Whisper) model "
+            "for /v1/audio routes")
+        self.model = model
+
+
+class AudioModelCannotChatError(LlamaRunnerError):
+    """A text route named a speech-to-text model."""
+
+    status = 400
+    code = "model_is_audio"
+    error_type = "invalid_request_error"
+    param = "model"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"model '{model}' is an audio (speech-to-text) model; send audio to "
+            "/v1/audio/transcriptions, or name a text model here")
+        self.model = model

@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,40 @@ def atomic_link_or_copy(source: Path, target: Path) -> None:
             shutil.copyfileobj(src, out, _CHUNK)
         return
     _install(temp, target)
+
+
+def move_folder_into_place(source: Path, target: Path) -> None:
+    """Rename a finished folder (a model made of several files) to `target`, durably.
+
+    Every file is fsynced first and the rename is one step, so `target` either does not
+    exist or holds every file whole. `target` must not exist yet: folders cannot be
+    renamed over one another on every OS.
+    """
+    for path in Path(source).rglob("*"):
+        if path.is_file():
+            _fsync_file(path)
+    fsync_dir(Path(source))
+    os.rename(source, target)
+    fsync_dir(Path(target).parent)
+
+
+def atomic_link_or_copy_folder(source: Path, target: Path) -> None:
+    """`atomic_link_or_copy` for a folder: built next to `target`, renamed into place."""
+    target = Path(target)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.",
+                                    suffix=".tmp"))
+    try:
+        for path in sorted(Path(source).rglob("*")):
+            relative = path.relative_to(source)
+            if path.is_dir():
+                (scratch / relative).mkdir(parents=True, exist_ok=True)
+            else:
+                (scratch / relative).parent.mkdir(parents=True, exist_ok=True)
+                atomic_link_or_copy(path, scratch / relative)
+        move_folder_into_place(scratch, target)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
 
 
 def _install(temp: Path, target: Path) -> None:

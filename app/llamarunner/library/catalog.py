@@ -24,6 +24,7 @@ from .folders import DISCOVERED_MODEL_ARGS, scan_model_folders
 from .lmstudio_store import default_lmstudio_roots, scan_lmstudio_roots
 from .metadata_cache import MetadataCache
 from .ollama_store import default_ollama_roots, scan_ollama_roots, scan_ollama_store
+from .whisper import AUDIO_KIND, WhisperInfo, is_whisper_folder, read_whisper_info
 
 __all__ = [
     "Catalog",
@@ -182,8 +183,10 @@ def build_catalog(
     for name, model in config.models.items():
         if model.settings_only:
             continue
-        models[name] = model
         entries[name] = _configured_entry(model, problems)
+        if entries[name].kind != model.kind:
+            model = dataclasses.replace(model, kind=entries[name].kind)
+        models[name] = model
         files.setdefault(_real(model.path), name)
         for taken_name in (name, *model.alias):
             taken.setdefault(taken_name.casefold(), name)
@@ -307,7 +310,8 @@ def _discovered_model(
     aliases: tuple[str, ...],
     extra: ModelConfig | None,
 ) -> ModelConfig:
-    args: dict[str, ArgValue] = dict(DISCOVERED_MODEL_ARGS)
+    # llama-server's defaults mean nothing to the speech worker.
+    args: dict[str, ArgValue] = {} if entry.kind == AUDIO_KIND else dict(DISCOVERED_MODEL_ARGS)
     if entry.projector:
         args["mmproj"] = entry.projector
     if entry.adapters:
@@ -315,7 +319,8 @@ def _discovered_model(
     # A pulled model's params are its defaults; the user's settings still win.
     args.update(entry.default_args)
     if extra is None:
-        return ModelConfig(name=name, path=entry.path, args=args, alias=aliases)
+        return ModelConfig(name=name, path=entry.path, args=args, alias=aliases,
+                           kind=entry.kind)
     # `"jinja": false` in the entry switches a default off.
     for flag in extra.unset_args:
         args.pop(flag, None)
@@ -328,10 +333,26 @@ def _discovered_model(
         ttl=extra.ttl,
         alias=(*extra.alias, *(a for a in aliases if a not in extra.alias)),
         chat_template=extra.chat_template,
+        kind=entry.kind,
     )
 
 
 def _configured_entry(model: ModelConfig, problems: list[str]) -> LibraryEntry:
+    if is_whisper_folder(model.path):
+        try:
+            info = read_whisper_info(model.path)
+        except (OSError, ValueError) as exc:
+            problems.append(f"models.{model.name}.path: {model.path} cannot be read ({exc})")
+            info = WhisperInfo(multilingual=False, size=0, mtime=0.0)
+        return LibraryEntry(
+            name=model.name, path=model.path, source="config", parts=(model.path,),
+            projector=None, size=info.size, mtime=info.mtime, aliases=model.alias,
+            kind=AUDIO_KIND, multilingual=info.multilingual,
+        )
+    if os.path.isdir(model.path):
+        problems.append(
+            f"models.{model.name}.path: {model.path} is a folder but not a Whisper model "
+            "(CTranslate2: config.json, model.bin and a tokenizer); give a .gguf file")
     parts = _split_parts(model.path)
     size, mtime = 0, 0.0
     for part in parts:

@@ -83,6 +83,11 @@ class LibraryEntry:
     # Pulled and created models: the conversation a Modelfile's MESSAGE lines give, which
     # Ollama puts before every chat's own messages.
     messages: tuple[Mapping[str, Any], ...] = ()
+    # "llm" (a GGUF that llama-server runs) or "audio" (a Whisper folder the speech
+    # worker runs; `path` is the folder).
+    kind: str = "llm"
+    # Audio models: whether the model understands languages other than English.
+    multilingual: bool = False
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Find GGUF models in the user's own model folders (recursively) and name them."""
+"""Find GGUF models (and Whisper model folders) in the user's own model folders, and name them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .discovery import (
     split_part,
 )
 from .metadata_cache import MetadataCache
+from .whisper import AUDIO_KIND, is_whisper_folder, read_whisper_info
 
 __all__ = [
     "DISCOVERED_MODEL_ARGS",
@@ -52,8 +53,14 @@ def scan_model_folders(
     """
     result = ScanResult()
     for root in roots:
-        folders, skipped = _gguf_files_by_folder(Path(root))
+        folders, whisper_folders, skipped = _gguf_files_by_folder(Path(root))
         result.skipped += skipped
+        for folder in whisper_folders:
+            entry = _whisper_entry(folder)
+            if isinstance(entry, SkippedFile):
+                result.skipped.append(entry)
+            else:
+                result.entries.append(entry)
         for files in folders.values():
             models, projectors, bad = classify_files(files, metadata)
             pairs, unpaired = pair_projectors(models, projectors)
@@ -73,15 +80,38 @@ def scan_model_folders(
     return result
 
 
-def _gguf_files_by_folder(root: Path) -> tuple[dict[str, list[str]], list[SkippedFile]]:
-    """{folder: its .gguf files} under root, depth first in name order, links checked."""
+def _whisper_entry(folder: str) -> LibraryEntry | SkippedFile:
+    """A speech-to-text model: the folder is the model, named after the folder."""
+    try:
+        info = read_whisper_info(folder)
+    except (OSError, ValueError) as exc:
+        return SkippedFile(folder, f"cannot read this Whisper model: {exc}")
+    return LibraryEntry(
+        name=os.path.basename(os.path.normpath(folder)).lower().replace(" ", "-"),
+        path=folder,
+        source="folder",
+        parts=(folder,),
+        projector=None,
+        size=info.size,
+        mtime=info.mtime,
+        kind=AUDIO_KIND,
+        multilingual=info.multilingual,
+    )
+
+
+def _gguf_files_by_folder(
+    root: Path,
+) -> tuple[dict[str, list[str]], list[str], list[SkippedFile]]:
+    """{folder: its .gguf files} under root, depth first in name order, links checked;
+    and the Whisper model folders found on the way (not looked into further)."""
     try:
         root_real = os.path.realpath(root)
     except OSError:
-        return {}, []
+        return {}, [], []
     if not os.path.isdir(root_real):
-        return {}, []
+        return {}, [], []
     found: dict[str, list[str]] = {}
+    whisper: list[str] = []
     skipped: list[SkippedFile] = []
     visited = {root_real}
     stack = [str(root)]
@@ -117,8 +147,11 @@ def _gguf_files_by_folder(root: Path) -> tuple[dict[str, list[str]], list[Skippe
             if is_dir:
                 if real not in visited:  # a link loop or a second way to the same folder
                     visited.add(real)
-                    subfolders.append(entry.path)
+                    if is_whisper_folder(entry.path):
+                        whisper.append(entry.path)
+                    else:
+                        subfolders.append(entry.path)
             else:
                 found.setdefault(folder, []).append(entry.path)
         stack.extend(reversed(subfolders))
-    return found, skipped
+    return found, whisper, skipped

@@ -26,7 +26,7 @@ from ..config.schema import format_duration
 from ..core.errors import UpstreamError
 from ..runner.manager import Lease
 from .errors import openai_error
-from .upstream import UpstreamResponse, pool_for
+from .upstream import JSON, UpstreamResponse, pool_for
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def sse_error_event(message: str, code: str = "upstream_error") -> bytes:
 
 async def open_upstream(
     http: aiohttp.ClientSession, lease: Lease, path: str, body: bytes,
-    deadline: float | None = None,
+    deadline: float | None = None, content_type: str = JSON,
 ) -> UpstreamResponse:
     """POST to the runner and wait for its response headers under the first-byte watchdog.
 
@@ -138,7 +138,8 @@ async def open_upstream(
         # Cancelling the POST on timeout closes its connection, which is how llama-server
         # learns to drop the task (it checks the socket between tokens).
         async with asyncio.timeout_at(deadline):
-            return await pool_for(http).post(lease.base_url, path, body, lease.headers)
+            return await pool_for(http).post(lease.base_url, path, body, lease.headers,
+                                             content_type)
     except TimeoutError:
         raise _timed_out(lease) from None
     except aiohttp.ClientError as exc:
@@ -258,16 +259,18 @@ async def relay(
     body: bytes,
     transform: StreamTransform,
     answer: AnswerHandler | None = None,
+    content_type: str = JSON,
 ) -> web.StreamResponse:
     """POST `body` to the runner's `path` and relay its answer to the client.
 
     An event stream goes through `transform`, one write per upstream read. A whole answer
-    goes to `answer` (default: passed on unchanged as JSON). An error status is answered
-    with the transform's error body. A connection that breaks before the stream begins is
-    an UpstreamError (502).
+    goes to `answer` (default: passed on unchanged, as JSON, or with the child's own
+    content type when the request was not JSON). An error status is answered with the
+    transform's error body. A connection that breaks before the stream begins is an
+    UpstreamError (502).
     """
     deadline = first_byte_deadline(lease)
-    upstream = await open_upstream(http, lease, path, body, deadline)
+    upstream = await open_upstream(http, lease, path, body, deadline, content_type)
     try:
         if upstream.status != 200:
             message, etype = upstream_error_message(upstream.status, await upstream.read())
@@ -277,7 +280,10 @@ async def relay(
         data = await upstream.read()
         if answer is not None:
             return await answer(data)
-        return web.Response(body=data, status=200, content_type="application/json")
+        if content_type != JSON:  # the speech worker's text, srt and vtt answers
+            return web.Response(body=data, status=200, headers={
+                "Content-Type": upstream.headers.get("content-type") or JSON})
+        return web.Response(body=data, status=200, content_type=JSON)
     except aiohttp.ClientError as exc:
         raise UpstreamError(
             f"llama-server for model '{lease.runner.name}' broke off the response: {exc}"

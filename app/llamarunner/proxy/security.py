@@ -358,10 +358,26 @@ def _unauthorized_message(request: web.Request, key: str) -> str:
     return "incorrect API key provided"
 
 
+# Speech-to-text uploads have a limit of their own (security.max_audio_bytes) for the
+# file, plus this much for the other form fields and the multipart framing.
+AUDIO_PATH_PREFIX: Final = "/v1/audio/"
+AUDIO_FORM_OVERHEAD: Final = 64 * 1024
+
+
+def body_limit(path: str, security: SecurityConfig) -> tuple[int, str]:
+    """The most bytes a request body on `path` may have, and the 413 message."""
+    if path.startswith(AUDIO_PATH_PREFIX):
+        return (security.max_audio_bytes + AUDIO_FORM_OVERHEAD,
+                f"audio file too large: the limit is {security.max_audio_bytes} bytes "
+                "(security.max_audio_bytes)")
+    return (security.max_body_bytes,
+            f"request body too large: the limit is {security.max_body_bytes} bytes "
+            "(security.max_body_bytes)")
+
+
 async def _with_body(request: web.Request, handler: Handler, render: ErrorRenderer,
                      security: SecurityConfig) -> web.StreamResponse:
-    limit = security.max_body_bytes
-    too_large = f"request body too large: the limit is {limit} bytes (security.max_body_bytes)"
+    limit, too_large = body_limit(request.path, security)
     length = request.content_length
     if length is not None and length > limit:
         return _closing(render(request, 413, too_large, None))  # refused before reading it

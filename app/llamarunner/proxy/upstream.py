@@ -40,6 +40,9 @@ class UpstreamResponse(Protocol):
     def content_type(self) -> str: ...
 
     @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
     def content(self) -> BodyReader: ...
 
     async def read(self) -> bytes: ...
@@ -113,6 +116,9 @@ class _StaleConnectionError(Exception):
     """A reused connection ended before any byte of the answer: the request can go again."""
 
 
+JSON: Final = "application/json"
+
+
 class UpstreamPool:
     """Keep-alive connections to the children, per (host, port)."""
 
@@ -132,14 +138,14 @@ class UpstreamPool:
         return found
 
     async def post(self, base_url: str, path: str, body: bytes,
-                   headers: Mapping[str, str]) -> Response:
-        """POST `body` as JSON and return once the status line and headers are in.
+                   headers: Mapping[str, str], content_type: str = JSON) -> Response:
+        """POST `body` (JSON unless told) and return once the status line and headers are in.
 
         A pooled connection that turns out closed before any byte of the answer came is
         retried once on a fresh connection; once answer bytes came, nothing is retried.
         """
         host, port = self.target(base_url)
-        request = _request_head(host, port, path, len(body), headers) + body
+        request = _request_head(host, port, path, len(body), headers, content_type) + body
         conn = self._take_idle((host, port))
         if conn is not None:
             try:
@@ -200,9 +206,9 @@ class UpstreamPool:
 
 
 def _request_head(host: str, port: int, path: str, length: int,
-                  headers: Mapping[str, str]) -> bytes:
+                  headers: Mapping[str, str], content_type: str = JSON) -> bytes:
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}",
-             "Content-Type: application/json", f"Content-Length: {length}"]
+             f"Content-Type: {content_type}", f"Content-Length: {length}"]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

@@ -18,14 +18,17 @@ import aiohttp
 from .. import paths
 from ..config.schema import ArgValue, ModelConfig, SchedulerConfig
 from ..core.errors import (
+    AudioModelCannotChatError,
     LlamaRunnerError,
     ModelNotFoundError,
+    NotAudioModelError,
     QueueFullError,
     RunnerFailedError,
     ServiceStoppingError,
 )
 from ..core.events import EventBus
 from ..core.tasks import BackgroundTasks
+from ..library.whisper import AUDIO_KIND
 from .model_runner import ModelRunner
 from .policy import Candidate, choose_eviction
 from .registry import ChildRegistry
@@ -206,18 +209,25 @@ class RunnerManager:
         return name in self._runners and name not in self._retired
 
     async def acquire(
-        self, name: str, overrides: Mapping[str, ArgValue] | None = None
+        self, name: str, overrides: Mapping[str, ArgValue] | None = None, *,
+        kind: str | None = "llm",
     ) -> Lease:
         """Wait until `name` is ready (starting it if needed) and hold it for one request.
 
         `overrides` are load-time args (Ollama's num_ctx…); when the running process was
-        started with other ones it is restarted once its running requests finish.
+        started with other ones it is restarted once its running requests finish. `kind`
+        is the kind of model the request is for ("llm" text, "audio" speech; None: any):
+        a request for the other kind is refused before anything loads.
         """
         if self._closing:
             raise ServiceStoppingError()
         if not self.has_model(name):
             raise ModelNotFoundError(name)
         runner = self._runners[name]
+        if kind is not None and runner.model.kind != kind:
+            if kind == AUDIO_KIND:
+                raise NotAudioModelError(name)
+            raise AudioModelCannotChatError(name)
         wanted = dict(overrides) if overrides is not None else None
         if (runner.state is RunnerState.READY and not runner.draining
                 and (wanted is None or wanted == runner.active_overrides)):
@@ -270,7 +280,7 @@ class RunnerManager:
             raise ModelNotFoundError(name)
         was_ready = self._runners[name].state is RunnerState.READY
         try:
-            lease = await self.acquire(name, overrides)
+            lease = await self.acquire(name, overrides, kind=None)
         except RunnerFailedError:
             return LoadResult.FAILED
         lease.release(keep_alive)

@@ -1,4 +1,4 @@
-"""One model's llama-server: start it until healthy, watch it, stop it; state kept as data."""
+"""One model's child (llama-server or the speech worker): start it healthy, watch it, stop it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from types import MappingProxyType
 import aiohttp
 import psutil
 
+from ..audio.launch import WORKER_KEY_ENV, worker_command
 from ..config.schema import ArgValue, ModelConfig, args_to_argv
 from ..core.errors import RunnerFailedError
 from ..core.events import EventBus, RunnerLogLine, RunnerStateChanged
@@ -117,8 +118,13 @@ def build_command(
     binary: Path, model: ModelConfig, port: int,
     overrides: Mapping[str, ArgValue] | None = None, *, no_repack: bool = False,
 ) -> list[str]:
-    """The full llama-server argv for a model: runner-owned flags first, then the user's."""
+    """The full argv for a model: runner-owned flags first, then the user's.
+
+    `binary` is llama-server, or for an audio model the Python that runs the speech worker.
+    """
     args = effective_args(model, overrides)
+    if model.is_audio:
+        return worker_command(binary, model.path, model.name, RUNNER_HOST, port, args)
     if no_repack and not any(flag in args for flag in _REPACK_FLAGS):
         args["no-repack"] = True
     argv = [str(binary), "--host", RUNNER_HOST, "--port", str(port), "-m", model.path]
@@ -181,6 +187,11 @@ class ModelRunner:
         return self.model.name
 
     @property
+    def program(self) -> str:
+        """What runs the model, for messages: llama-server or the speech worker."""
+        return "the speech worker" if self.model.is_audio else "llama-server"
+
+    @property
     def base_url(self) -> str:
         return self._base_url
 
@@ -233,7 +244,7 @@ class ModelRunner:
         except RunnerFailedError as exc:
             user_chose = any(flag in effective_args(self.model, self.next_overrides)
                              for flag in _REPACK_FLAGS)
-            if (exc.exit_code not in _CRASH_EXIT_CODES or user_chose
+            if (exc.exit_code not in _CRASH_EXIT_CODES or user_chose or self.model.is_audio
                     or str(binary) in _NO_REPACK_BINARIES):
                 raise
             log.warning("runner %s: llama-server crashed while loading (exit code %s); "
@@ -258,7 +269,8 @@ class ModelRunner:
             argv,
             log_path=log_path,
             on_lines=self._publish_lines,
-            env={**os.environ, API_KEY_ENV: self._secret},
+            env={**os.environ,
+                 WORKER_KEY_ENV if self.model.is_audio else API_KEY_ENV: self._secret},
             registry=self._registry,
         )
         log.debug("starting %s: %s", self.name, " ".join(argv))
@@ -335,7 +347,7 @@ class ModelRunner:
                     await self.process.stop(grace=0)
                     raise PortConflictError(f"port {self.port} is in use by another program")
                 raise RunnerFailedError(
-                    self.name, "llama-server exited while loading", exit_code=code,
+                    self.name, f"{self.program} exited while loading", exit_code=code,
                     tail=tail,
                 )
             if printed not in done:
@@ -377,7 +389,7 @@ class ModelRunner:
         if self.state is RunnerState.READY:
             assert self.process is not None
             self.last_error = RunnerFailedError(
-                self.name, "llama-server exited unexpectedly", exit_code=code,
+                self.name, f"{self.program} exited unexpectedly", exit_code=code,
                 tail=self.process.tail(),
             )
             # Reap the rest of the tree (a grandchild may survive its parent).

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from .. import paths
+from ..audio.launch import engine_missing_reason, worker_interpreter
 from ..config import (
     Config,
     ConfigError,
@@ -24,6 +25,8 @@ from ..config import (
     diff_configs,
 )
 from ..core.errors import (
+    AudioEngineMissingError,
+    AudioModelCannotChatError,
     ChatNotSupportedError,
     ModelFileMissingError,
     ModelNotFoundError,
@@ -40,6 +43,7 @@ from ..library.discovery import LibraryEntry, SkippedFile
 from ..library.gguf import GGUFError
 from ..library.metadata import GGUFMetadata
 from ..library.metadata_cache import MetadataCache, default_cache_file
+from ..library.whisper import AUDIO_KIND, is_whisper_folder
 from ..monitor.sampler import Sampler, pids_from_manager
 from ..monitor.service_monitor import ServiceMonitor
 from ..proxy.ollama.app import create_ollama_app
@@ -52,6 +56,7 @@ from ..runtime.resolver import RuntimeNotFoundError, resolve_runtime
 from ..store.model_store import ModelStore, default_store_root
 from ..store.names import ModelName
 from .chat import ChatEvent, stream_chat
+from .transcribe import TranscriptEvent, stream_transcript
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +166,7 @@ class Service:
     def metadata_for(self, name: str) -> GGUFMetadata | None:
         """The model file's GGUF metadata (cached on disk), or None when it is unreadable."""
         model = self._models.get(name)
-        if model is None:
+        if model is None or model.is_audio:
             return None
         try:
             return self._metadata.get(model.path)
@@ -171,8 +176,10 @@ class Service:
 
     def capabilities_for(self, name: str) -> list[str]:
         """Ollama's capabilities, with tools and thinking read from the template in use."""
-        meta = self.metadata_for(name)
         model = self._models.get(name)
+        if model is not None and model.is_audio:
+            return [AUDIO_KIND]
+        meta = self.metadata_for(name)
         has_projector = bool(model and ("mmproj" in model.args or "mm" in model.args))
         if meta is None:
             return ["completion"]
@@ -195,6 +202,9 @@ class Service:
 
     def require_chat(self, name: str, requested: str | None = None) -> None:
         """Refuse a chat request for a model without a chat template (400, each API's shape)."""
+        model = self._models.get(name)
+        if model is not None and model.is_audio:
+            raise AudioModelCannotChatError(requested or name)
         template = self.chat_template_for(name)
         if not template.can_chat:
             raise ChatNotSupportedError(requested or name, template.problem or
@@ -207,6 +217,12 @@ class Service:
         """Chat with a model as an API request would, streamed as events (core.chat)."""
         return stream_chat(self, model, messages, system=system, temperature=temperature,
                            max_tokens=max_tokens)
+
+    def transcribe_stream(
+        self, model: str, audio: Path, *, language: str | None = None,
+    ) -> AsyncGenerator[TranscriptEvent, None]:
+        """Transcribe an audio file as an API request would, streamed as events."""
+        return stream_transcript(self, model, audio, language=language)
 
     def ttl_of(self, name: str) -> float:
         if name in self.config.models:
@@ -402,6 +418,9 @@ class Service:
         templates: dict[str, ChatTemplate] = {}
         # Reading headers here, not in the first /api/tags request, keeps listings instant.
         for name, model in catalog.models.items():
+            if model.is_audio:  # a Whisper folder: no GGUF header, no chat template
+                models[name] = model
+                continue
             meta = None
             with contextlib.suppress(GGUFError, OSError):
                 meta = self._metadata.get(model.path)
@@ -479,6 +498,8 @@ class Service:
         return None
 
     def _binary_for(self, model: ModelConfig) -> Path:
+        if model.is_audio:
+            return self._audio_worker_for(model)
         runtime = self.config.runtimes.get(model.runtime)
         if runtime is None:
             raise RuntimeMissingError(model.name, model.runtime, "no such runtime in the config")
@@ -491,6 +512,15 @@ class Service:
             # possibly remote, gets the reason without file system paths.
             log.error("model %s: %s", model.name, exc)
             raise RuntimeMissingError(model.name, model.runtime, exc.reason) from exc
+
+    def _audio_worker_for(self, model: ModelConfig) -> Path:
+        """The Python that runs the speech worker for an audio model (its `binary`)."""
+        if not is_whisper_folder(model.path):
+            raise ModelFileMissingError(model.name)
+        missing = engine_missing_reason()
+        if missing is not None:
+            raise AudioEngineMissingError(f"model '{model.name}' cannot run: {missing}")
+        return worker_interpreter()
 
 
 def _inside(path: Path, folder: Path) -> bool:

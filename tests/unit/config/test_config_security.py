@@ -90,7 +90,7 @@ def test_to_dict_keeps_a_section_written_in_the_file() -> None:
     shaped = parse_config({"security": {}}).to_dict()
     assert shaped["security"] == {
         "api_key": "", "api_key_env": "", "allowed_hosts": [], "cors_origins": [],
-        "max_body_bytes": 33554432, "body_timeout": "1m",
+        "max_body_bytes": 33554432, "max_audio_bytes": 25000000, "body_timeout": "1m",
     }
 
 

@@ -65,6 +65,17 @@ def test_nothing_outside_gui_imports_qt() -> None:
     assert offenders == []
 
 
+def test_the_app_never_loads_the_speech_engine() -> None:
+    # The worker runs it; the app only checks that it is installed.
+    code = (
+        "import sys, llamarunner.cli, llamarunner.headless, llamarunner.service, "
+        "llamarunner.audio.worker, llamarunner.audio.launch as launch; "
+        "launch.engine_missing_reason(); "
+        "sys.exit(bool({'faster_whisper', 'ctranslate2', 'av', 'numpy'} & set(sys.modules)))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
 def test_headless_modules_load_without_qt() -> None:
     # A fresh interpreter: pytest-qt has already imported PySide6 into this one.
     code = (
@@ -78,7 +89,7 @@ def test_headless_modules_load_without_qt() -> None:
 LAYERS: list[set[str]] = [
     {"core", "paths", "__init__"},
     {"config", "runtime"},
-    {"library", "integration", "demo"},
+    {"library", "integration", "demo", "audio"},
     {"store"},
     {"runner"},
     {"proxy", "monitor"},

@@ -18,6 +18,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor
 
 from ...library.table import human_size
+from ...library.whisper import AUDIO_KIND
 from ..windows._common import ERROR_COLOR, OK_COLOR
 
 _ROOT: Final = QModelIndex()
@@ -28,6 +29,7 @@ NAME_ROLE: Final = int(Qt.ItemDataRole.UserRole) + 2
 
 COLUMNS: Final = (
     "Name",
+    "Type",
     "Source",
     "Architecture",
     "Parameters",
@@ -38,8 +40,8 @@ COLUMNS: Final = (
     "Template",
     "State",
 )
-(COL_NAME, COL_SOURCE, COL_ARCH, COL_PARAMS, COL_QUANT, COL_CONTEXT, COL_SIZE, COL_CAPS,
- COL_TEMPLATE, COL_STATE) = range(len(COLUMNS))
+(COL_NAME, COL_KIND, COL_SOURCE, COL_ARCH, COL_PARAMS, COL_QUANT, COL_CONTEXT, COL_SIZE,
+ COL_CAPS, COL_TEMPLATE, COL_STATE) = range(len(COLUMNS))
 _NUMERIC_COLUMNS: Final = frozenset({COL_PARAMS, COL_CONTEXT, COL_SIZE})
 
 # What each runner state reads as in the table; the busy ones end in an ellipsis so they
@@ -59,8 +61,17 @@ _TEMPLATE_TIPS: Final = {
     "setting": "the chat_template set for the model in the config",
 }
 _UNKNOWN: Final = "—"
+# A cell that has no meaning for the row's kind of model (a Whisper model's context length).
+_NOT_APPLICABLE: Final = ""
 # Source names that read better in the table than the library's own word.
 SOURCE_TEXT: Final = {"pulled": "downloaded"}
+# What each model kind (LibraryEntry.kind, ModelConfig.kind) reads as in the Type column.
+KIND_TEXT: Final = {"llm": "Language model", AUDIO_KIND: "Speech to text"}
+_KIND_TIPS: Final = {
+    "llm": "a GGUF file that llama-server runs: chat, completion or embeddings",
+    AUDIO_KIND: "a Whisper model the speech worker runs: Transcribe file…, or the "
+                "/v1/audio/transcriptions API",
+}
 
 
 @dataclass(frozen=True)
@@ -81,10 +92,30 @@ class LibraryRow:
     template_problem: str = ""  # why it cannot chat, for a template of "none"
     state: str = "stopped"
     reason: str = ""
+    kind: str = "llm"  # "llm" or "audio" (a speech-to-text model)
+    multilingual: bool = False  # audio models: whether it knows more than English
+
+    @property
+    def is_audio(self) -> bool:
+        return self.kind == AUDIO_KIND
+
+    @property
+    def kind_text(self) -> str:
+        return KIND_TEXT.get(self.kind, self.kind)
+
+    @property
+    def languages(self) -> str | None:
+        """What a speech model understands: "English" or "Multilingual" (None for others)."""
+        if not self.is_audio:
+            return None
+        return "Multilingual" if self.multilingual else "English"
 
     def display(self, column: int) -> str:
         if column == COL_NAME:
             return self.name
+        if column == COL_KIND:
+            languages = self.languages
+            return f"{self.kind_text} ({languages})" if languages else self.kind_text
         if column == COL_SOURCE:
             return SOURCE_TEXT.get(self.source, self.source)
         if column == COL_ARCH:
@@ -94,12 +125,16 @@ class LibraryRow:
         if column == COL_QUANT:
             return self.quantization or _UNKNOWN
         if column == COL_CONTEXT:
+            if self.is_audio:
+                return _NOT_APPLICABLE
             return f"{self.context_length:,}" if self.context_length else _UNKNOWN
         if column == COL_SIZE:
             return human_size(self.size) if self.size is not None else _UNKNOWN
         if column == COL_CAPS:
             return ", ".join(self.capabilities) or _UNKNOWN
         if column == COL_TEMPLATE:
+            if self.is_audio:
+                return _NOT_APPLICABLE
             return self.template or _UNKNOWN
         if column == COL_STATE:
             return STATE_TEXT.get(self.state, self.state)
@@ -167,10 +202,14 @@ class LibraryModel(QAbstractTableModel):
     def _tooltip(row: LibraryRow, column: int) -> str | None:
         if column == COL_NAME:
             return row.path
+        if column == COL_KIND:
+            return _KIND_TIPS.get(row.kind)
         if column == COL_STATE and row.reason:
             return row.reason
         if column == COL_SOURCE and row.source == "pulled":
             return "downloaded into the app's own store (Get model… or an API pull)"
+        if row.is_audio and column in (COL_CONTEXT, COL_TEMPLATE):
+            return "a speech-to-text model has no chat template nor context length"
         if column == COL_TEMPLATE:
             if row.template_problem:
                 return f"cannot chat: {row.template_problem}"

@@ -44,11 +44,14 @@ from ...config import (
 )
 from ...core.errors import LlamaRunnerError
 from ...library.metadata import parameter_size_label
+from ...library.whisper import AUDIO_KIND
 from ...runner.results import LoadResult, UnloadResult
 from ...service import Service
 from ..models.library_model import (
+    COL_KIND,
     COL_NAME,
     COL_STATE,
+    KIND_TEXT,
     NAME_ROLE,
     LibraryFilterModel,
     LibraryModel,
@@ -58,6 +61,7 @@ from ..widgets.chat_panel import ChatPanel
 from ..widgets.downloads import DownloadsPanel
 from ._common import ERROR_COLOR, BridgeLike, ErrorLabel, FieldErrors, ToolWindow
 from .get_model import GetModelDialog
+from .transcribe import TranscribeDialog
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,18 @@ LIBRARY_POLL_MS: Final = 3000
 _LOADABLE: Final = frozenset({"stopped", "failed"})
 _UNLOADABLE: Final = frozenset({"starting", "ready"})
 Mutation = Callable[[dict[str, Any]], None]
+# Every speech-to-text model the library finds is a CTranslate2 Whisper folder.
+WHISPER_ARCHITECTURE: Final = "whisper"
+# The args table's caption and hint, by model kind: the flags go to different programs.
+_ARGS_CAPTION: Final = {"llm": "llama-server arguments", AUDIO_KIND: "Speech worker arguments"}
+_ARGS_TIP: Final = {
+    "llm": "llama-server flags without dashes: ctx-size = 8192, flash-attn = on, "
+           "jinja = true (a bare flag). Values are JSON when they parse as JSON.",
+    AUDIO_KIND: "Speech worker flags without dashes: threads = 4, device = cpu, "
+             "compute-type = int8. Values are JSON when they parse as JSON.",
+}
+_NO_CHAT_TIP: Final = ("A speech-to-text model cannot chat: use Transcribe file… to turn "
+                       "a recording into text")
 _SOURCE_TEXT: Final = {
     "config": "the config file",
     "folder": "a model folder (Save adds it to the config file, the file stays where it is)",
@@ -100,28 +116,39 @@ def model_source(service: Service, name: str) -> str:
 def build_rows(service: Service) -> list[LibraryRow]:
     """One row per model the Service knows, with header facts and the runner's state."""
     runners = {info.name: info for info in service.manager.snapshot()}
+    entries = service.library_entries()
     rows = []
     for name, model in service.models().items():
         meta = service.metadata_for(name)
         facts = service.model_file(name)
         info = runners.get(name)
-        template = service.chat_template_for(name)
+        entry = entries.get(name)
+        architecture: str | None
+        if model.is_audio:
+            # A Whisper folder has no GGUF header and no chat template to describe.
+            architecture, template, problem = WHISPER_ARCHITECTURE, "", ""
+        else:
+            chat_template = service.chat_template_for(name)
+            architecture = meta.architecture if meta else None
+            template, problem = chat_template.describe(), chat_template.problem or ""
         rows.append(
             LibraryRow(
                 name=name,
                 source=model_source(service, name),
                 path=model.path,
-                architecture=meta.architecture if meta else None,
+                architecture=architecture,
                 parameters=parameter_size_label(meta) if meta else None,
                 parameter_count=meta.parameter_count if meta else None,
                 quantization=meta.quantization if meta else None,
                 context_length=meta.context_length if meta else None,
                 size=facts.size if facts else None,
                 capabilities=tuple(service.capabilities_for(name)),
-                template=template.describe(),
-                template_problem=template.problem or "",
+                template=template,
+                template_problem=problem,
                 state=info.state if info else "stopped",
                 reason=(info.last_error or "") if info else "",
+                kind=model.kind,
+                multilingual=entry.multilingual if entry is not None else False,
             )
         )
     return rows
@@ -201,8 +228,12 @@ class LibraryWindow(ToolWindow):
         self.load_button = QPushButton("Load")
         self.unload_button = QPushButton("Unload")
         self.delete_button = QPushButton("Delete")
+        self.transcribe_button = QPushButton("Transcribe file…")
+        self.transcribe_button.setToolTip("Turn a recording into text with the selected "
+                                          "speech-to-text model")
         self.confirm_box: QMessageBox | None = None
         self.get_model_dialog: GetModelDialog | None = None
+        self.transcribe_dialog: TranscribeDialog | None = None
         self.busy_bar = QProgressBar()
         self.busy_bar.setRange(0, 0)  # indeterminate: llama-server reports no load progress
         self.busy_bar.setMaximumWidth(120)
@@ -222,6 +253,7 @@ class LibraryWindow(ToolWindow):
         actions.addWidget(self.load_button)
         actions.addWidget(self.unload_button)
         actions.addWidget(self.delete_button)
+        actions.addWidget(self.transcribe_button)
         actions.addWidget(self.busy_bar)
         actions.addWidget(self.status_label, 1)
         upper = QWidget()
@@ -236,7 +268,7 @@ class LibraryWindow(ToolWindow):
         self.chat = ChatPanel(service, bridge)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.detail, "Settings")
-        self.tabs.addTab(self.chat, "Try it")
+        self.chat_tab = self.tabs.addTab(self.chat, "Try it")
         self.downloads = DownloadsPanel(service, bridge)
         self.tabs.addTab(self.downloads, "Downloads")
         self.splitter = QSplitter(Qt.Orientation.Vertical)
@@ -252,6 +284,7 @@ class LibraryWindow(ToolWindow):
         self.add_folder_button.clicked.connect(self.add_folder)
         self.get_model_button.clicked.connect(self.open_get_model)
         self.delete_button.clicked.connect(self.delete_selected)
+        self.transcribe_button.clicked.connect(self.open_transcribe)
         self.downloads.finished.connect(self._on_download_finished)
         self.downloads.active_changed.connect(self._on_downloads_active)
         self.refresh_button.clicked.connect(self.refresh)
@@ -283,9 +316,7 @@ class LibraryWindow(ToolWindow):
             0, QHeaderView.ResizeMode.ResizeToContents)
         self.args_table.horizontalHeader().setStretchLastSection(True)
         self.args_table.verticalHeader().setVisible(False)
-        self.args_table.setToolTip(
-            "llama-server flags without dashes: ctx-size = 8192, flash-attn = on, "
-            "jinja = true (a bare flag). Values are JSON when they parse as JSON.")
+        self.args_table.setToolTip(_ARGS_TIP["llm"])
         self.add_arg_button = QPushButton("Add argument")
         self.remove_arg_button = QPushButton("Remove argument")
         self.args_error = ErrorLabel()
@@ -294,7 +325,8 @@ class LibraryWindow(ToolWindow):
         args_buttons.addWidget(self.remove_arg_button)
         args_buttons.addStretch(1)
         args_column = QVBoxLayout()
-        args_column.addWidget(QLabel("llama-server arguments"))
+        self.args_caption = QLabel(_ARGS_CAPTION["llm"])
+        args_column.addWidget(self.args_caption)
         args_column.addWidget(self.args_table, 1)
         args_column.addLayout(args_buttons)
         args_column.addWidget(self.args_error)
@@ -303,6 +335,7 @@ class LibraryWindow(ToolWindow):
         self.path_label.setWordWrap(True)
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.source_label = QLabel()
+        self.kind_label = QLabel()
         self.template_label = QLabel()
         self.template_label.setWordWrap(True)
         self.template_label.setTextInteractionFlags(
@@ -324,6 +357,7 @@ class LibraryWindow(ToolWindow):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("File:", self.path_label)
+        form.addRow("Type:", self.kind_label)
         form.addRow("Source:", self.source_label)
         form.addRow("Chat template:", self.template_label)
         form.addRow("Keep loaded (TTL):", self.ttl_edit)
@@ -331,6 +365,8 @@ class LibraryWindow(ToolWindow):
         form.addRow(buttons)
         form.addRow(self.detail_error)
         form.addRow(self.detail_status)
+
+        self.detail_form = form
 
         layout = QHBoxLayout(box)
         layout.addLayout(args_column, 3)
@@ -361,17 +397,25 @@ class LibraryWindow(ToolWindow):
             if model is None:
                 self.detail.setTitle("Model settings (select a model)")
                 self.path_label.clear()
+                self.kind_label.clear()
                 self.source_label.clear()
                 self.template_label.clear()
                 self.ttl_edit.clear()
                 return
             self.detail.setTitle(f"Settings of {model.name}")
             self.path_label.setText(model.path)
+            row = self.model.row_for(model.name)
+            self.kind_label.setText(row.display(COL_KIND) if row is not None
+                                    else KIND_TEXT.get(model.kind, model.kind))
             source = model_source(self._service, model.name)
             self.source_label.setText(_SOURCE_TEXT.get(source, source))
+            # A speech model has no chat template, and its args go to the speech worker.
+            self.detail_form.setRowVisible(self.template_label, not model.is_audio)
+            self.args_caption.setText(_ARGS_CAPTION.get(model.kind, _ARGS_CAPTION["llm"]))
+            self.args_table.setToolTip(_ARGS_TIP.get(model.kind, _ARGS_TIP["llm"]))
             template = self._service.chat_template_for(model.name)
             self.template_label.setText(
-                template.describe() if template.can_chat
+                "" if model.is_audio else template.describe() if template.can_chat
                 else f"none: it cannot chat ({template.problem or 'no chat template'})")
             for key, value in model.args.items():
                 self._append_arg(key, format_arg_value(value))
@@ -580,6 +624,23 @@ class LibraryWindow(ToolWindow):
         dialog.name_edit.setFocus()
         return dialog
 
+    def open_transcribe(self) -> TranscribeDialog | None:
+        """Show the "Transcribe file" dialog (one, reused) for the selected speech model."""
+        name = self.selected_name()
+        row = self.model.row_for(name) if name is not None else None
+        if name is None or row is None or not row.is_audio:
+            return None
+        dialog = self.transcribe_dialog
+        if dialog is None:
+            # Parented to the window, which keeps it (and its running task) alive.
+            dialog = self.transcribe_dialog = TranscribeDialog(self._service, self._bridge,
+                                                               self)
+        dialog.set_model(name, multilingual=row.multilingual)
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+        return dialog
+
     def show_downloads(self) -> None:
         """Bring the Downloads tab to the front (the tray's "Downloads…" opens it)."""
         self.tabs.setCurrentWidget(self.downloads)
@@ -677,7 +738,7 @@ class LibraryWindow(ToolWindow):
         current = self.selected_name()
         if current != self._detail_name or not self._detail_dirty:
             self._show_detail(current)
-        self.chat.set_model(current)  # its template may have changed with the config
+        self._sync_chat(current, force=True)  # its template may have changed with the config
         self._update_actions()
 
     def _on_config_applied(self, _path: str) -> None:
@@ -713,9 +774,20 @@ class LibraryWindow(ToolWindow):
         name = self.selected_name()
         if name != self._detail_name:
             self._show_detail(name)
-        if name != self.chat.model:
-            self.chat.set_model(name)
+        self._sync_chat(name)
         self._update_actions()
+
+    def _sync_chat(self, name: str | None, *, force: bool = False) -> None:
+        """Point the "Try it" tab at `name`; a speech model cannot chat, so it gets none."""
+        row = self.model.row_for(name) if name is not None else None
+        audio = row is not None and row.is_audio
+        if audio and self.tabs.currentIndex() == self.chat_tab:
+            self.tabs.setCurrentWidget(self.detail)  # not the next tab Qt would pick
+        self.tabs.setTabEnabled(self.chat_tab, not audio)
+        self.tabs.setTabToolTip(self.chat_tab, _NO_CHAT_TIP if audio else "")
+        chat_model = None if audio else name
+        if force or chat_model != self.chat.model:
+            self.chat.set_model(chat_model)
 
     def _update_count(self, *_args: object) -> None:
         shown, total = self.proxy.rowCount(), self.model.rowCount()
@@ -732,6 +804,11 @@ class LibraryWindow(ToolWindow):
         self.delete_button.setToolTip(
             f"Cannot delete {name}: {reason}" if reason else
             "Delete this downloaded model and its files")
+        audio = row is not None and row.is_audio
+        self.transcribe_button.setEnabled(audio)
+        self.transcribe_button.setToolTip(
+            f"Turn a recording into text with {name}" if audio else
+            "Select a speech-to-text model to transcribe a recording with it")
         self.busy_bar.setVisible(self.model.busy())
 
     def _set_status(self, text: str, *, error: bool = False) -> None:

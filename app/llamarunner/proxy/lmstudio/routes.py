@@ -285,10 +285,12 @@ async def v1_load(request: web.Request) -> web.Response:
     backend = request.app[LMSTUDIO_BACKEND]
     _, data = await read_json_object(request)
     name = backend.resolve_model(required_model(data))
-    overrides = load_overrides(data, backend.models()[name].args)
+    model = backend.models()[name]
+    # A speech worker has no context or batch settings to load with.
+    overrides = None if model.is_audio else load_overrides(data, model.args)
     ttl = requested_ttl(data)
     echo = echo_load_config(data)
-    lease = await backend.manager.acquire(name, overrides)
+    lease = await backend.manager.acquire(name, overrides, kind=None)
     try:
         args = lease.runner.effective_args()
     finally:

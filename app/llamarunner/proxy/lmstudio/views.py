@@ -40,7 +40,10 @@ DEFAULT_PUBLISHER: Final = "local"
 # LM Studio's v0 fields are plain strings; clients that deserialise strictly choke on null.
 UNKNOWN: Final = "unknown"
 
-ModelType = Literal["llm", "vlm", "embeddings"]
+ModelType = Literal["llm", "vlm", "embeddings", "audio"]
+# Speech-to-text models are CTranslate2 Whisper folders, not GGUF files.
+AUDIO_FORMAT: Final = "ctranslate2"
+AUDIO_ARCH: Final = "whisper"
 
 # LM Studio keeps downloads as <store>/models/<publisher>/<repo>/<file>.gguf; the store is
 # ~/.lmstudio (0.3+) or ~/.cache/lm-studio (older releases).
@@ -61,7 +64,10 @@ _V1_ERROR_TYPES: Final[dict[int, str]] = {
 
 
 def model_type(capabilities: Sequence[str]) -> ModelType:
-    """v0's `type`: embeddings for models served for embeddings, vlm for vision, else llm."""
+    """v0's `type`: audio for speech to text, embeddings for models served for embeddings,
+    vlm for vision, else llm."""
+    if "audio" in capabilities:
+        return "audio"
     if "embedding" in capabilities:
         return "embeddings"
     if "vision" in capabilities:
@@ -118,8 +124,9 @@ def v0_model(name: str, meta: GGUFMetadata | None, *, capabilities: Sequence[str
         "object": "model",
         "type": kind,
         "publisher": publisher(meta, path),
-        "arch": (meta.architecture if meta else None) or UNKNOWN,
-        "compatibility_type": MODEL_FORMAT,
+        "arch": (meta.architecture if meta else None) or (
+            AUDIO_ARCH if kind == "audio" else UNKNOWN),
+        "compatibility_type": AUDIO_FORMAT if kind == "audio" else MODEL_FORMAT,
         "quantization": (meta.quantization if meta else None) or UNKNOWN,
         "state": "loaded" if loaded else "not-loaded",
         "max_context_length": _max_context(meta, args),
@@ -128,7 +135,8 @@ def v0_model(name: str, meta: GGUFMetadata | None, *, capabilities: Sequence[str
         # Not in LM Studio's docs but in its answers; clients size prompts from it.
         entry["loaded_context_length"] = served_context(args, meta)
     # Embedding models ignore their chat template, so they never offer tool use.
-    entry["capabilities"] = ["tool_use"] if kind != "embeddings" and "tools" in capabilities else []
+    chats = kind in ("llm", "vlm")
+    entry["capabilities"] = ["tool_use"] if chats and "tools" in capabilities else []
     return entry
 
 
@@ -140,15 +148,19 @@ def _instance_config(args: Mapping[str, ArgValue], meta: GGUFMetadata | None) ->
 def v1_model(name: str, meta: GGUFMetadata | None, *, capabilities: Sequence[str], path: str,
              size_bytes: int, args: Mapping[str, ArgValue], loaded: bool) -> dict[str, Any]:
     """One entry of /api/v1/models; a loaded model has one instance, named like the model."""
-    embedding = model_type(capabilities) == "embeddings"
+    kind = model_type(capabilities)
+    embedding = kind == "embeddings"
+    audio = kind == "audio"
     quantization = meta.quantization if meta else None
     entry: dict[str, Any] = {
-        "type": "embedding" if embedding else "llm",
+        "type": "embedding" if embedding else "audio" if audio else "llm",
         "publisher": publisher(meta, path),
         "key": name,
         "display_name": (meta.name if meta else None) or name,
     }
-    if not embedding:
+    if audio:
+        entry["architecture"] = AUDIO_ARCH
+    elif not embedding:
         entry["architecture"] = meta.architecture if meta else None
     entry.update({
         "quantization": {"name": quantization, "bits_per_weight": bits_per_weight(quantization)},
@@ -157,9 +169,9 @@ def v1_model(name: str, meta: GGUFMetadata | None, *, capabilities: Sequence[str
         "loaded_instances": (
             [{"id": name, "config": _instance_config(args, meta)}] if loaded else []),
         "max_context_length": _max_context(meta, args),
-        "format": MODEL_FORMAT,
+        "format": AUDIO_FORMAT if audio else MODEL_FORMAT,
     })
-    if not embedding:
+    if not (embedding or audio):
         entry["capabilities"] = {"vision": "vision" in capabilities,
                                  "trained_for_tool_use": "tools" in capabilities}
         entry["description"] = None

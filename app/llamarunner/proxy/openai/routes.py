@@ -15,6 +15,7 @@ from ..context import BACKEND, ProxyBackend
 from ..ollama.backend import OLLAMA_BACKEND
 from ..ollama.views import ollama_name
 from ..relay import OpenAiSse, ResponsesSse, StreamTransform, relay
+from .audio import add_audio_routes
 
 OWNER = "llamarunner"
 # Ollama's owner of a model without a namespace ("llama3" is "library/llama3").
@@ -117,12 +118,13 @@ async def responses(request: web.Request) -> web.StreamResponse:
 
 
 def add_openai_routes(app: web.Application) -> None:
-    """Register the OpenAI-compatible routes, and Anthropic's Messages API; used on both
-    ports."""
+    """Register the OpenAI-compatible routes (speech to text included), and Anthropic's
+    Messages API; used on both ports."""
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/responses", responses)
+    add_audio_routes(app)
     add_anthropic_routes(app)

@@ -1,0 +1,1 @@
+"""Speech to text: the Whisper worker program and the pure pieces it is built from."""

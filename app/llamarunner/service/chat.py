@@ -13,9 +13,10 @@ from typing import Any, Final, Protocol
 import aiohttp
 
 from ..core.errors import BadRequestError, LlamaRunnerError
-from ..proxy.ollama.stream import DONE, parse_sse_lines
-from ..proxy.relay import first_byte_deadline, first_chunk, open_upstream, upstream_error_message
+from ..proxy.ollama.stream import DONE
+from ..proxy.relay import first_byte_deadline, open_upstream, upstream_error_message
 from ..runner.manager import Lease, RunnerManager
+from .sse_reader import sse_payloads
 
 __all__ = [
     "CHAT_PATH",
@@ -291,16 +292,8 @@ async def _relay(
             yield ChatError(message)
             return
         # The first bytes under the first-token watchdog, like an API request.
-        chunk = await first_chunk(upstream, lease, deadline)
-        buffer = b""
-        reading = True
-        while reading:
-            if chunk:
-                payloads, buffer = parse_sse_lines(buffer + chunk)
-            else:  # the connection ended: an event missing its blank line still counts
-                payloads, buffer = parse_sse_lines(buffer, final=True)
-                reading = False
-            for payload in payloads:
+        async with contextlib.aclosing(sse_payloads(upstream, lease, deadline)) as payloads:
+            async for payload in payloads:
                 for event in reader.feed(payload):
                     if first_token is None:
                         first_token = clock() - sent
@@ -308,8 +301,6 @@ async def _relay(
                 if reader.error is not None:
                     yield ChatError(reader.error)
                     return
-            if reading:
-                chunk = await upstream.content.readany()
     except LlamaRunnerError as exc:  # the first-token watchdog
         yield ChatError(exc.message, exc.code)
         return

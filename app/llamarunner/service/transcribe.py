@@ -19,10 +19,10 @@ import aiohttp
 from ..config import Config
 from ..core.errors import LlamaRunnerError
 from ..library.whisper import AUDIO_KIND
-from ..proxy.ollama.stream import parse_sse_lines
 from ..proxy.openai.audio import TRANSCRIPTIONS_PATH
-from ..proxy.relay import first_byte_deadline, first_chunk, open_upstream, upstream_error_message
+from ..proxy.relay import first_byte_deadline, open_upstream, upstream_error_message
 from ..runner.manager import Lease, RunnerManager
+from .sse_reader import sse_payloads
 
 __all__ = [
     "TranscribeBackend",
@@ -150,23 +150,13 @@ async def _relay(
             message, _ = upstream_error_message(upstream.status, await upstream.read())
             yield TranscriptError(message)
             return
-        chunk = await first_chunk(upstream, lease, deadline)
-        buffer = b""
-        reading = True
-        while reading:
-            if chunk:
-                payloads, buffer = parse_sse_lines(buffer + chunk)
-            else:
-                payloads, buffer = parse_sse_lines(buffer, final=True)
-                reading = False
-            for payload in payloads:
+        async with contextlib.aclosing(sse_payloads(upstream, lease, deadline)) as payloads:
+            async for payload in payloads:
                 event = _event(payload, name, lease.load_wait)
                 if event is not None:
                     yield event
                     if not isinstance(event, TranscriptDelta):
                         return
-            if reading:
-                chunk = await upstream.content.readany()
     except LlamaRunnerError as exc:  # the first-byte watchdog
         yield TranscriptError(exc.message, exc.code)
         return

@@ -14,7 +14,7 @@ import aiohttp
 import openai
 import pytest
 from tests.support.both_listeners import BOTH_PORTS, MODEL_ARGS, both_ports, url_of
-from tests.support.speech import HEARD_WORDS, make_speech
+from tests.support.speech import HEARD_WORDS, make_speech, reencode
 
 from llamarunner.audio import launch
 
@@ -122,12 +122,20 @@ async def test_streaming_sends_deltas_then_done(running, api: str, speech: bytes
     assert deltas.strip() == done.text.strip()
 
 
-async def test_other_containers_decode(running, tmp_path: Path) -> None:
+@pytest.fixture(scope="session")
+def containers(tmp_path_factory: pytest.TempPathFactory, speech_wav: Path) -> list[Path]:
+    """The same speech as flac, ogg and mp3 (sox), m4a/AAC and webm/Opus (PyAV)."""
+    folder = tmp_path_factory.mktemp("containers")
+    clips = [make_speech(folder / suffix, suffix=f".{suffix}") for suffix in ("flac", "ogg", "mp3")]
+    return [*clips, reencode(speech_wav, folder / "speech.m4a", "aac"),
+            reencode(speech_wav, folder / "speech.webm", "libopus")]
+
+
+async def test_every_common_container_decodes(running, containers: list[Path]) -> None:
     sdk = client(running, "lmstudio")
-    for suffix in (".flac", ".ogg", ".mp3"):
-        clip = make_speech(tmp_path / suffix.strip("."), suffix=suffix)
+    for clip in containers:
         result = await sdk.audio.transcriptions.create(model="whisper", file=clip)
-        assert heard(result.text) >= 2, (suffix, result.text)
+        assert heard(result.text) >= 2, (clip.suffix, result.text)
 
 
 async def test_audio_and_chat_models_swap_with_one_slot(running, speech_wav: Path) -> None:

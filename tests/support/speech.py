@@ -25,3 +25,22 @@ def make_speech(folder: Path, text: str = SENTENCE, *, suffix: str = ".wav") -> 
     subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(target)],
                    check=True, capture_output=True)
     return target
+
+
+def reencode(source: Path, target: Path, codec: str) -> Path:
+    """`source` re-encoded with PyAV (FFmpeg) into `target`, whose suffix picks the
+    container: for the formats sox cannot write (m4a with AAC, webm with Opus)."""
+    import av  # faster-whisper's decoder; the audio extra brings it
+
+    resampler = av.AudioResampler(format="fltp" if codec == "aac" else "s16",
+                                  layout="mono", rate=16000)
+    with av.open(str(source)) as given, av.open(str(target), "w") as made:
+        stream = made.add_stream(codec, rate=16000)
+        stream.layout = "mono"
+        for frame in given.decode(audio=0):
+            for converted in resampler.resample(frame):
+                for packet in stream.encode(converted):
+                    made.mux(packet)
+        for packet in stream.encode(None):
+            made.mux(packet)
+    return target

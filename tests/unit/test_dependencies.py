@@ -15,7 +15,7 @@ SCANNED = ("app", "installer", "scripts", "benchmarks", "tests")
 OWN = {"llamarunner", "tests", "benchmarks", "proxy_overhead", "notices", "build_bundle",
        "selftest"}
 # Installed by a declared dependency and only ever used together with it.
-COMES_WITH = {"shiboken6": "pyside6-essentials"}
+COMES_WITH = {"shiboken6": "pyside6-essentials", "av": "faster-whisper"}
 
 
 def _normal(name: str) -> str:

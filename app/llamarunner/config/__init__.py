@@ -4,6 +4,7 @@ from .diff import ConfigChanges, diff_configs
 from .locate import KeyLocator, KeyPath, render_path
 from .migration import is_legacy, legacy_config_path, migrate_legacy
 from .schema import (
+    ApiKeyConfig,
     ArgValue,
     Config,
     ConfigError,
@@ -11,6 +12,7 @@ from .schema import (
     ConfigSyntaxError,
     ConfigValidationError,
     DesktopConfig,
+    LoggingConfig,
     ModelConfig,
     Problem,
     ProxyConfig,
@@ -25,6 +27,7 @@ from .schema import (
 from .store import ConfigStore, default_config_path
 
 __all__ = [
+    "ApiKeyConfig",
     "ArgValue",
     "Config",
     "ConfigChanges",
@@ -36,6 +39,7 @@ __all__ = [
     "DesktopConfig",
     "KeyLocator",
     "KeyPath",
+    "LoggingConfig",
     "ModelConfig",
     "Problem",
     "ProxyConfig",

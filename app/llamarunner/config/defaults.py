@@ -86,6 +86,19 @@ DEFAULT_MAX_AUDIO_BYTES: Final = 25 * 1000 * 1000
 DEFAULT_BODY_TIMEOUT: Final = 60.0
 # The shortest API key accepted: shorter ones can be guessed.
 MIN_API_KEY_LENGTH: Final = 16
+# Named API keys (security.api_keys): none; each may have its own models and limits.
+DEFAULT_API_KEYS: Final[tuple[()]] = ()
+# Requests and generated tokens per minute for each client address when no key is in
+# use (loopback without keys); 0 = no limit, the default: a desktop's own tools are trusted.
+DEFAULT_CLIENT_REQUESTS_PER_MINUTE: Final = 0
+DEFAULT_CLIENT_TOKENS_PER_MINUTE: Final = 0
+
+# logging: "text" lines for people, or "json" (one object per line) for log collectors.
+DEFAULT_LOG_FORMAT: Final = "text"
+LOG_FORMATS: Final = ("text", "json")
+# The app's log file is rotated at this size, keeping this many old files.
+DEFAULT_LOG_MAX_BYTES: Final = 10 * 1024 * 1024
+DEFAULT_LOG_BACKUPS: Final = 5
 
 # desktop: whether the desktop app starts when the user logs in (the GUI only; headless
 # never reads it).

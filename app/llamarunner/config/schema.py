@@ -303,6 +303,26 @@ ORIGIN_PATTERN = re.compile(
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A host name or IP address as a Host header carries it (no scheme, path or port).
 _HOST_NAME = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?", re.IGNORECASE)
+# Model names in a key's `models`: any non-empty text (names and aliases are free-form).
+_ANY_TEXT = re.compile(r".+", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ApiKeyConfig:
+    """One named API key: who holds it, which models it sees, how much it may use."""
+
+    name: str
+    key: str = field(repr=False)
+    # Empty: every model. Otherwise only these (names or aliases), in listings too.
+    models: tuple[str, ...] = ()
+    # None: no limit.
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    def allows(self, model: str, aliases: Sequence[str] = ()) -> bool:
+        """Whether this key may use `model` (known also as `aliases`)."""
+        return not self.models or model in self.models or any(a in self.models
+                                                               for a in aliases)
 
 
 @dataclass(frozen=True)
@@ -316,6 +336,14 @@ class SecurityConfig:
     max_body_bytes: int = defaults.DEFAULT_MAX_BODY_BYTES
     max_audio_bytes: int = defaults.DEFAULT_MAX_AUDIO_BYTES
     body_timeout: float = defaults.DEFAULT_BODY_TIMEOUT
+    api_keys: tuple[ApiKeyConfig, ...] = defaults.DEFAULT_API_KEYS
+    client_requests_per_minute: int = defaults.DEFAULT_CLIENT_REQUESTS_PER_MINUTE
+    client_tokens_per_minute: int = defaults.DEFAULT_CLIENT_TOKENS_PER_MINUTE
+
+    @property
+    def requires_key(self) -> bool:
+        """Whether any key is configured, so every route but the health checks needs one."""
+        return bool(self.api_key or self.api_key_env or self.api_keys)
 
     def resolved_api_key(self) -> str:
         """The key clients must send: `api_key`, else the variable `api_key_env` names."""
@@ -324,6 +352,15 @@ class SecurityConfig:
         if self.api_key_env:
             return os.environ.get(self.api_key_env, "").strip()
         return ""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """How the app's own log is written: its format and the rotation of its file."""
+
+    format: str = defaults.DEFAULT_LOG_FORMAT
+    max_bytes: int = defaults.DEFAULT_LOG_MAX_BYTES
+    backups: int = defaults.DEFAULT_LOG_BACKUPS
 
 
 @dataclass(frozen=True)
@@ -347,6 +384,7 @@ class Config:
     sources: Mapping[str, SourceConfig] = field(default_factory=_default_sources)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     desktop: DesktopConfig = field(default_factory=DesktopConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The decoded JSON it came from; only used to carry "_"/"$" comment keys back out.
     # Not compared: two configs that mean the same are equal whatever their comments.
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -412,6 +450,15 @@ class Config:
                 "max_audio_bytes": security.max_audio_bytes,
                 "body_timeout": format_duration(security.body_timeout),
             }
+            if security.api_keys or "api_keys" in self.raw.get("security", {}):
+                shaped["security"]["api_keys"] = [_api_key_dict(k) for k in security.api_keys]
+            for limit in ("client_requests_per_minute", "client_tokens_per_minute"):
+                if getattr(security, limit) or limit in self.raw.get("security", {}):
+                    shaped["security"][limit] = getattr(security, limit)
+        if self.logging != LoggingConfig() or "logging" in self.raw:
+            shaped["logging"] = {"format": self.logging.format,
+                                 "max_bytes": self.logging.max_bytes,
+                                 "backups": self.logging.backups}
         # Same rule again: turning start at login on adds the section, never a plain save.
         if self.desktop != DesktopConfig() or "desktop" in self.raw:
             shaped["desktop"] = {"start_at_login": self.desktop.start_at_login}
@@ -456,7 +503,7 @@ def _with_comments(shaped: dict[str, Any], raw: object) -> dict[str, Any]:
 # Validation
 
 _TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler", "sources", "security",
-             "desktop")
+             "desktop", "logging")
 _PROXY_KEYS = ("enabled", "host", "port")
 # Only the Ollama proxy reports a version to its clients.
 _OLLAMA_PROXY_KEYS = (*_PROXY_KEYS, "version")
@@ -467,8 +514,13 @@ _SETTINGS_KEYS = ("runtime", "args", "ttl", "alias", "chat_template")
 _SOURCE_KEYS = ("enabled", "path")
 _SECURITY_KEYS = (
     "api_key", "api_key_env", "allowed_hosts", "cors_origins", "max_body_bytes",
-    "max_audio_bytes", "body_timeout"
+    "max_audio_bytes", "body_timeout", "api_keys", "client_requests_per_minute",
+    "client_tokens_per_minute",
 )
+_API_KEY_KEYS = ("name", "key", "models", "requests_per_minute", "tokens_per_minute")
+_LOGGING_KEYS = ("format", "max_bytes", "backups")
+# A key's name shows in logs and metrics labels: plain words only.
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _DESKTOP_KEYS = ("start_at_login",)
 _SCHEDULER_KEYS = ("max_loaded_models", "default_ttl", "max_queue", "load_timeout", "stop_grace",
                    "first_token_timeout")
@@ -504,6 +556,7 @@ def known_key_paths() -> tuple[str, ...]:
         "sources": dict.fromkeys(defaults.SOURCE_NAMES, _SOURCE_KEYS),
         "security": _SECURITY_KEYS,
         "desktop": _DESKTOP_KEYS,
+        "logging": _LOGGING_KEYS,
     }
     paths: list[str] = []
     for top in _TOP_KEYS:
@@ -697,6 +750,17 @@ def _check_args(checker: _Checker, raw: Mapping[str, object], path: KeyPath) -> 
             continue
         result[name] = checked
     return result
+
+
+def _api_key_dict(key: ApiKeyConfig) -> dict[str, Any]:
+    shaped: dict[str, Any] = {"name": key.name, "key": key.key}
+    if key.models:
+        shaped["models"] = list(key.models)
+    if key.requests_per_minute is not None:
+        shaped["requests_per_minute"] = key.requests_per_minute
+    if key.tokens_per_minute is not None:
+        shaped["tokens_per_minute"] = key.tokens_per_minute
+    return shaped
 
 
 def _proxy_dict(proxy: ProxyConfig) -> dict[str, Any]:
@@ -1056,6 +1120,80 @@ def _parse_security(checker: _Checker, data: Mapping[str, Any]) -> SecurityConfi
                                         base.max_audio_bytes, 1024),
         body_timeout=checker.duration(section, "body_timeout", path, base.body_timeout,
                                       positive=True, finite=True),
+        api_keys=_parse_api_keys(checker, section, path, api_key),
+        client_requests_per_minute=checker.integer(
+            section, "client_requests_per_minute", path, base.client_requests_per_minute, 0),
+        client_tokens_per_minute=checker.integer(
+            section, "client_tokens_per_minute", path, base.client_tokens_per_minute, 0),
+    )
+
+
+def _parse_api_keys(checker: _Checker, section: Mapping[str, Any], path: KeyPath,
+                    single_key: str) -> tuple[ApiKeyConfig, ...]:
+    if "api_keys" not in section:
+        return ()
+    raw = section["api_keys"]
+    example = '[{"name": "alice", "key": "<16 or more characters>"}]'
+    if not isinstance(raw, list):
+        checker.problem((*path, "api_keys"), f"must be a list like {example}, not "
+                        f"{_json_kind(raw)}")
+        return ()
+    keys: list[ApiKeyConfig] = []
+    names: set[str] = set()
+    secrets_seen: set[str] = {single_key} if single_key else set()
+    for index, item in enumerate(raw):
+        where: KeyPath = (*path, "api_keys", index)
+        entry = checker.mapping(item, where)
+        if entry is None:
+            continue
+        checker.known_keys(entry, where, _API_KEY_KEYS)
+        name = entry.get("name")
+        if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+            checker.problem((*where, "name"), "give each key a name of letters, digits and "
+                            "._@- (it names the key in logs and metrics), for example \"alice\"")
+            continue
+        if name in names:
+            checker.problem((*where, "name"), f"another key is already named {name!r}")
+            continue
+        names.add(name)
+        secret = entry.get("key")
+        if not isinstance(secret, str) or len(secret) < defaults.MIN_API_KEY_LENGTH:
+            checker.problem((*where, "key"),
+                            f"use at least {defaults.MIN_API_KEY_LENGTH} characters (for "
+                            "example the output of `openssl rand -hex 24`)")
+            continue
+        if secret != secret.strip() or any(c.isspace() for c in secret):
+            checker.problem((*where, "key"), "a key must not hold spaces")
+            continue
+        if secret in secrets_seen:
+            checker.problem((*where, "key"), "this key is already in use; give every key "
+                            "its own value")
+            continue
+        secrets_seen.add(secret)
+        models = _parse_text_list(checker, entry, "models", where, _ANY_TEXT,
+                                  '["llama3.2", "qwen2.5-coder"]')
+        requests = checker.integer(entry, "requests_per_minute", where, 0, 1) or None
+        tokens = checker.integer(entry, "tokens_per_minute", where, 0, 1) or None
+        keys.append(ApiKeyConfig(name, secret, models, requests, tokens))
+    return tuple(keys)
+
+
+def _parse_logging(checker: _Checker, data: Mapping[str, Any]) -> LoggingConfig:
+    path: KeyPath = ("logging",)
+    base = LoggingConfig()
+    section = checker.mapping(data["logging"], path) if "logging" in data else None
+    if section is None:
+        return base
+    checker.known_keys(section, path, _LOGGING_KEYS)
+    log_format = checker.string(section, "format", path, base.format)
+    if log_format not in defaults.LOG_FORMATS:
+        checker.problem((*path, "format"), f"must be one of {', '.join(defaults.LOG_FORMATS)}"
+                        f", not {log_format!r}")
+        log_format = base.format
+    return LoggingConfig(
+        format=log_format,
+        max_bytes=checker.integer(section, "max_bytes", path, base.max_bytes, 64 * 1024),
+        backups=checker.integer(section, "backups", path, base.backups, 0, 100),
     )
 
 
@@ -1089,6 +1227,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
     sources = _parse_sources(checker, data)
     security = _parse_security(checker, data)
     desktop = _parse_desktop(checker, data)
+    logging_config = _parse_logging(checker, data)
     _raise_problems(checker, text, file)
     return Config(
         proxies=proxies,
@@ -1099,6 +1238,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
         sources=sources,
         security=security,
         desktop=desktop,
+        logging=logging_config,
         raw=copy.deepcopy(data),
     )
 

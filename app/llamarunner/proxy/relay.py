@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar, Final, Protocol
 
@@ -26,6 +27,7 @@ from ..config.schema import format_duration
 from ..core.errors import UpstreamError
 from ..runner.manager import Lease
 from .errors import openai_error
+from .observe import RequestRecord, note_usage_in_body, note_usage_in_stream_tail, record_of
 from .upstream import JSON, UpstreamResponse, pool_for
 
 log = logging.getLogger(__name__)
@@ -270,14 +272,18 @@ async def relay(
     UpstreamError (502).
     """
     deadline = first_byte_deadline(lease)
+    record = record_of(request)
+    if record is not None:
+        record.model = lease.runner.name
     upstream = await open_upstream(http, lease, path, body, deadline, content_type)
     try:
         if upstream.status != 200:
             message, etype = upstream_error_message(upstream.status, await upstream.read())
             return transform.error_response(upstream.status, message, etype)
         if upstream.content_type == "text/event-stream":
-            return await _relay_stream(request, upstream, lease, deadline, transform)
+            return await _relay_stream(request, upstream, lease, deadline, transform, record)
         data = await upstream.read()
+        note_usage_in_body(record, data)
         if answer is not None:
             return await answer(data)
         if content_type != JSON:  # the speech worker's text, srt and vtt answers
@@ -297,24 +303,30 @@ async def relay(
 
 async def _relay_stream(
     request: web.Request, upstream: UpstreamResponse, lease: Lease,
-    deadline: float | None, transform: StreamTransform,
+    deadline: float | None, transform: StreamTransform, record: RequestRecord | None,
 ) -> web.StreamResponse:
     # Raises before our headers go out: a silent or dead child is still a proper error.
     chunk = await first_chunk(upstream, lease, deadline)
+    if record is not None:
+        record.first_byte_seconds = time.perf_counter() - record.started
     response = web.StreamResponse(status=200, headers=transform.headers)
     await response.prepare(request)
     content = upstream.content
+    # The last reads, by reference: the token counts ride on the stream's last events.
+    before_last = last = b""
     try:
         while chunk:
             out = transform.feed(chunk)
             if out:
                 await response.write(out)
+            before_last, last = last, chunk
             chunk = await content.readany()
     except aiohttp.ClientError as exc:
         log.warning("stream from %s broke off: %s", lease.runner.name, exc)
         # What a transform still holds is dropped: half an event is no event.
         await _end(response, transform.broken(_broken_message(lease.runner.name, exc)))
         return response
+    note_usage_in_stream_tail(record, before_last + last)
     tail = await transform.finish()
     if not transform.ended:
         log.warning("stream from %s ended without its last event", lease.runner.name)

@@ -7,6 +7,7 @@ from aiohttp import web
 from ..context import BACKEND
 from ..errors import error_middleware, render_openai
 from ..lmstudio import LMSTUDIO_BACKEND, LMStudioBackend, add_lmstudio_routes
+from ..observe import LMSTUDIO, install_observers
 from ..security import install_security, openai_unauthorized
 from .routes import add_openai_routes
 
@@ -28,6 +29,8 @@ def create_openai_app(backend: LMStudioBackend) -> web.Application:
     app[BACKEND] = backend
     app[LMSTUDIO_BACKEND] = backend
     install_security(app, render_openai, openai_unauthorized, OPEN_PATHS)
+    # Outermost, so that requests the guards refuse are counted and logged too.
+    install_observers(app, LMSTUDIO)
     app.router.add_get("/", root)
     add_openai_routes(app)
     add_lmstudio_routes(app)

@@ -94,16 +94,36 @@ class UpstreamError(LlamaRunnerError):
     code = "upstream_error"
 
 
-class QueueFullError(LlamaRunnerError):
+class RetryLaterError(LlamaRunnerError):
+    """A 429: the client should wait `retry_after` seconds (the Retry-After header)."""
+
     status = 429
-    code = "queue_full"
     error_type = "rate_limit_error"
+    retry_after: int = 1
+
+
+class QueueFullError(RetryLaterError):
+    code = "queue_full"
 
     def __init__(self, limit: int, retry_after: int = 1) -> None:
         super().__init__(
             f"too many requests are waiting for a model (limit {limit}); retry shortly"
         )
         self.retry_after = retry_after
+
+
+class RateLimitedError(RetryLaterError):
+    """A key (or an anonymous client) used up its requests or tokens for the minute.
+
+    `error_type` is "requests" or "tokens", as OpenAI's own 429s name the exhausted limit.
+    """
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.error_type = kind
+        self.retry_after = max(1, retry_after)
 
 
 class ServiceStoppingError(LlamaRunnerError):
@@ -172,4 +192,17 @@ class AudioModelCannotChatError(LlamaRunnerError):
         super().__init__(
             f"model '{model}' is an audio (speech-to-text) model; send audio to "
             "/v1/audio/transcriptions, or name a text model here")
+        self.model = model
+
+
+class ModelForbiddenError(LlamaRunnerError):
+    """The request's API key may not use this model (`models` of its entry)."""
+
+    status = 403
+    code = "model_not_allowed"
+    error_type = "permission_error"
+    param = "model"
+
+    def __init__(self, model: str, key_name: str) -> None:
+        super().__init__(f"API key '{key_name}' may not use model '{model}'")
         self.model = model

@@ -11,6 +11,7 @@ from aiohttp import web
 from ..config.schema import Config, ModelConfig
 from ..library.chat_template import ChatTemplate
 from ..runner.manager import RunnerManager
+from .metrics import Metrics
 
 
 class ProxyBackend(Protocol):
@@ -24,6 +25,11 @@ class ProxyBackend(Protocol):
 
     @property
     def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> Metrics:
+        """The Service's Prometheus metrics: /metrics and the request observer."""
+        ...
 
     def models(self) -> Mapping[str, ModelConfig]: ...
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.errors import LlamaRunnerError, QueueFullError
+from ..core.errors import LlamaRunnerError, RetryLaterError
 from .anthropic.errors import is_anthropic_path, render_anthropic
 from .redact import redact_error_response
 
@@ -54,7 +54,7 @@ def openai_error(
 
 def response_for_exception(exc: LlamaRunnerError) -> web.Response:
     headers = {}
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, RetryLaterError):
         # Clients such as the openai SDK honour Retry-After on 429.
         headers["Retry-After"] = str(exc.retry_after)
     return openai_error(

@@ -8,15 +8,19 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any, Final
 
 from aiohttp import web
 
-from ..config.schema import ORIGIN_PATTERN, ProxyConfig, SecurityConfig
+from ..config.schema import ORIGIN_PATTERN, ApiKeyConfig, ProxyConfig, SecurityConfig
+from ..core.errors import RateLimitedError
 from .anthropic.errors import anthropic_unauthorized, is_anthropic_path
 from .context import BACKEND
 from .errors import ErrorRenderer, openai_error
+from .observe import record_of
+from .rate_limit import Budget, RateLimiter, budget_for, rate_limiter_for
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,8 @@ _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Paths whose handler streams its own body (Ollama's blob uploads, many GB), under limits
 # of its own: the middleware leaves those bodies unread.
 STREAMED_BODY_PREFIXES: Final = web.AppKey("streamed_body_prefixes", tuple[str, ...])
+# The named key a request was made with (absent: the unnamed key, or none), for scopes.
+API_KEY: Final = "llamarunner.api_key"
 
 
 # --- pure checks ---------------------------------------------------------------------
@@ -244,6 +250,47 @@ def key_matches(given: str | None, key: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
 
 
+@dataclass(frozen=True)
+class KeyCheck:
+    """What the keys a request presented are worth: whether one is valid, and which
+    named key it is (None for the unnamed `security.api_key`, or no key at all)."""
+
+    valid: bool
+    named: ApiKeyConfig | None = None
+
+
+def check_keys(security: SecurityConfig, presented: Sequence[str]) -> KeyCheck:
+    """Match the presented keys against every configured one, each compared in constant
+    time and all of them compared, so timing reveals neither a key nor which one."""
+    single = security.resolved_api_key()
+    valid = False
+    named: ApiKeyConfig | None = None
+    for given in presented:
+        if key_matches(given, single):
+            valid = True
+        for candidate in security.api_keys:
+            if key_matches(given, candidate.key):
+                valid = True
+                named = named or candidate
+    return KeyCheck(valid, named)
+
+
+_NO_KEY: Final = KeyCheck(False)  # a request that presented no key
+
+
+def key_of(request: web.Request) -> ApiKeyConfig | None:
+    """The named key the request was made with; None for the unnamed key or none."""
+    named: ApiKeyConfig | None = request.get(API_KEY)
+    return named
+
+
+def limiter_of(request: web.Request) -> RateLimiter:
+    """The Service's one rate limiter; refusals are counted in its metrics."""
+    backend = request.app[BACKEND]
+    metrics = getattr(backend, "metrics", None)
+    return rate_limiter_for(backend, metrics.count_rate_limited if metrics else None)
+
+
 def refusal(name: str, title: str, cfg: ProxyConfig, security: SecurityConfig,
             config_path: str) -> str | None:
     """Why a listener must not start with these settings, or None when it may."""
@@ -253,11 +300,12 @@ def refusal(name: str, title: str, cfg: ProxyConfig, security: SecurityConfig,
                 f"the environment variable {security.api_key_env}, which is not set; set it "
                 f"to the API key (16 or more characters), or change security.api_key_env in "
                 f"{config_path}")
-    if is_loopback_bind(cfg.host) or security.resolved_api_key():
+    if is_loopback_bind(cfg.host) or security.resolved_api_key() or security.api_keys:
         return None
     return (f"refusing to listen on {where} for the {title}: this address can be reached "
             f"from other machines, so an API key is required; set security.api_key (16 or "
-            f"more characters) or security.api_key_env in {config_path}, or set "
+            f"more characters), security.api_key_env or security.api_keys in {config_path}, "
+            "or set "
             f"proxies.{name}.host to 127.0.0.1")
 
 
@@ -332,24 +380,41 @@ def security_middleware(
                 and "Access-Control-Request-Method" in request.headers):
             return _preflight(origin)  # browsers never send credentials on a preflight
         if not (request.method in ("GET", "HEAD") and request.path in open_paths):
-            key = security.resolved_api_key()
-            required = bool(key or security.api_key_env) or not is_loopback_bind(bind_host)
-            if required and not any(
-                key_matches(given, key)
-                for given in presented_keys(request.headers.get("Authorization"),
-                                            request.headers.get("X-Api-Key"))
-            ):
-                return unauthorized(request, _unauthorized_message(request, key))
+            required = security.requires_key or not is_loopback_bind(bind_host)
+            presented = presented_keys(request.headers.get("Authorization"),
+                                       request.headers.get("X-Api-Key"))
+            checked = check_keys(security, presented) if presented else _NO_KEY
+            if required and not checked.valid:
+                return unauthorized(request, _unauthorized_message(request, security))
+            if checked.named is not None:
+                request[API_KEY] = checked.named
+                record = record_of(request)
+                if record is not None:
+                    record.key_name = checked.named.name
+            budget: Budget | None = budget_for(security, checked.named, request.remote)
+            if budget is not None:
+                try:
+                    limiter_of(request).admit(budget)
+                except RateLimitedError as exc:
+                    return render(request, exc.status, exc.message, exc)
+        else:
+            budget = None
         if (request.method in _BODY_METHODS and request.body_exists
                 and not request.path.startswith(request.app.get(STREAMED_BODY_PREFIXES, ()))):
-            return await _with_body(request, handler, render, security)
-        return await handler(request)
+            response = await _with_body(request, handler, render, security)
+        else:
+            response = await handler(request)
+        if budget is not None and budget.tokens_per_minute:
+            record = record_of(request)
+            if record is not None and record.generated_tokens:
+                limiter_of(request).spend_tokens(budget, record.generated_tokens)
+        return response
 
     return middleware
 
 
-def _unauthorized_message(request: web.Request, key: str) -> str:
-    if not key:
+def _unauthorized_message(request: web.Request, security: SecurityConfig) -> str:
+    if not (security.resolved_api_key() or security.api_keys):
         # Fail closed: a network-facing listener whose key vanished on reload serves nobody.
         return "this server requires an API key but none is configured"
     if "Authorization" not in request.headers and "X-Api-Key" not in request.headers:

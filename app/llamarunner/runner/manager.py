@@ -513,6 +513,13 @@ class RunnerManager:
             )
         return infos
 
+    def queued_by_model(self) -> dict[str, int]:
+        """How many requests wait for each model (a start, a slot, other load options)."""
+        counts: dict[str, int] = {}
+        for waiter in self._waiters:
+            counts[waiter.model] = counts.get(waiter.model, 0) + 1
+        return counts
+
     async def shutdown(self) -> None:
         """Refuse new work, fail queued requests, stop every runner and reap it."""
         self._closing = True

@@ -47,6 +47,7 @@ from ..library.whisper import AUDIO_KIND, is_whisper_folder
 from ..monitor.sampler import Sampler, pids_from_manager
 from ..monitor.service_monitor import ServiceMonitor
 from ..proxy.ollama.app import create_ollama_app
+from ..proxy.metrics import Metrics
 from ..proxy.openai.app import create_openai_app
 from ..proxy.relay import upstream_session
 from ..proxy.servers import ListenerError, ListenerSet
@@ -100,6 +101,9 @@ class Service:
     ) -> None:
         self.store = store
         self.events = EventBus()
+        # Before anything publishes: runner starts and crashes are counted from events.
+        self._metrics = Metrics(lambda: self._manager)
+        self.events.subscribe(self._metrics.on_event)
         self.config: Config = Config.default()
         self._runner_log_dir = runner_log_dir
         self._http: aiohttp.ClientSession | None = None
@@ -130,6 +134,10 @@ class Service:
     def manager(self) -> RunnerManager:
         assert self._manager is not None, "Service.start() has not run"
         return self._manager
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
 
     @property
     def http(self) -> aiohttp.ClientSession:

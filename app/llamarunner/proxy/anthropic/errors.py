@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ...core.errors import LlamaRunnerError, QueueFullError
+from ...core.errors import LlamaRunnerError, RetryLaterError
 
 # Every route of the Messages API lives under this path, on both ports.
 ROUTE_PREFIX: Final = "/v1/messages"
@@ -57,7 +57,7 @@ def render_anthropic(
     if exc is None:
         return anthropic_error(message, status)
     headers = None
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, RetryLaterError):
         # The SDKs wait for Retry-After before retrying a 429.
         headers = {"Retry-After": str(exc.retry_after)}
     return anthropic_error(exc.message, exc.status, headers)

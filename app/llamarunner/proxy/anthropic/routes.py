@@ -7,6 +7,7 @@ from aiohttp import web
 from ..body import read_json_object, required_model
 from ..context import BACKEND
 from ..relay import relay
+from ..scopes import resolve_for
 from .errors import ROUTE_PREFIX
 from .stream import AnthropicSse
 
@@ -17,7 +18,7 @@ async def _relay(request: web.Request, upstream_path: str) -> web.StreamResponse
     backend = request.app[BACKEND]
     raw, data = await read_json_object(request)
     requested = required_model(data)
-    name = backend.resolve_model(requested)
+    name = resolve_for(request, requested)
     # Both routes render the conversation with the chat template (count_tokens counts the
     # prompt the model would really see), so both need one.
     backend.require_chat(name, requested)

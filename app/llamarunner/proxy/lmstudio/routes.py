@@ -16,7 +16,7 @@ from ...core.errors import (
     FeatureNotEnabledError,
     LlamaRunnerError,
     ModelNotFoundError,
-    QueueFullError,
+    RetryLaterError,
 )
 from ...runner.manager import Lease
 from ...runner.results import UnloadResult
@@ -25,6 +25,7 @@ from ...runtime.resolver import RuntimeNotFoundError, find_runtime
 from ..body import read_json_object, required_model
 from ..errors import openai_error
 from ..relay import OpenAiSse, SseTransform, relay, sse_error_event
+from ..scopes import resolve_for, visible
 from .backend import LMSTUDIO_BACKEND, LMStudioBackend
 from .download_routes import add_download_routes
 from .request_fields import echo_load_config, requested_ttl
@@ -88,7 +89,7 @@ def _v1_errors(handler: Handler) -> Handler:
             if isinstance(exc, ModelNotFoundError):
                 param = "model"
             headers = None
-            if isinstance(exc, QueueFullError):
+            if isinstance(exc, RetryLaterError):
                 headers = {"Retry-After": str(exc.retry_after)}
             return v1_error_response(exc.message, status=exc.status, code=exc.code,
                                      param=param, headers=headers)
@@ -148,13 +149,13 @@ async def v0_models(request: web.Request) -> web.Response:
     backend = request.app[LMSTUDIO_BACKEND]
     loaded = _loaded_args(backend)
     data = [v0_model(name, backend.metadata_for(name), **_model_facts(backend, name, loaded))
-            for name in sorted(backend.models())]
+            for name in visible(request, sorted(backend.models()))]
     return web.json_response({"object": "list", "data": data})
 
 
 async def v0_model_info(request: web.Request) -> web.Response:
     backend = request.app[LMSTUDIO_BACKEND]
-    name = backend.resolve_model(request.match_info["model"])
+    name = resolve_for(request, request.match_info["model"])
     facts = _model_facts(backend, name, _loaded_args(backend))
     return web.json_response(v0_model(name, backend.metadata_for(name), **facts))
 
@@ -173,7 +174,7 @@ async def _v0_generation(request: web.Request, path: str, *, chat: bool
     backend = request.app[LMSTUDIO_BACKEND]
     raw, data = await read_json_object(request)
     requested = required_model(data)
-    name = backend.resolve_model(requested)
+    name = resolve_for(request, requested)
     ttl = requested_ttl(data)
     if chat:
         backend.require_chat(name, requested)
@@ -194,7 +195,7 @@ async def v0_embeddings(request: web.Request) -> web.StreamResponse:
     """Exactly /v1/embeddings (LM Studio adds no stats to embeddings), plus ``ttl``."""
     backend = request.app[LMSTUDIO_BACKEND]
     raw, data = await read_json_object(request)
-    name = backend.resolve_model(required_model(data))
+    name = resolve_for(request, required_model(data))
     ttl = requested_ttl(data)
     if not backend.models()[name].serves_embeddings:
         raise FeatureNotEnabledError(
@@ -246,7 +247,7 @@ async def v1_models(request: web.Request) -> web.Response:
     backend = request.app[LMSTUDIO_BACKEND]
     loaded = _loaded_args(backend)
     models = []
-    for name in sorted(backend.models()):
+    for name in visible(request, sorted(backend.models())):
         meta = backend.metadata_for(name)
         facts = backend.model_file(name)
         size = facts.size if facts else (meta.file_size if meta else 0)
@@ -284,7 +285,7 @@ def load_overrides(data: Mapping[str, Any], configured: Mapping[str, ArgValue]
 async def v1_load(request: web.Request) -> web.Response:
     backend = request.app[LMSTUDIO_BACKEND]
     _, data = await read_json_object(request)
-    name = backend.resolve_model(required_model(data))
+    name = resolve_for(request, required_model(data))
     model = backend.models()[name]
     # A speech worker has no context or batch settings to load with.
     overrides = None if model.is_audio else load_overrides(data, model.args)
@@ -312,7 +313,7 @@ async def v1_unload(request: web.Request) -> web.Response:
     not_loaded = (f"no loaded instance '{requested}'; GET /api/v1/models lists the "
                   "loaded_instances")
     try:
-        name = backend.resolve_model(requested)
+        name = resolve_for(request, requested)
     except ModelNotFoundError:
         return v1_error_response(not_loaded, status=404, code="model_not_found",
                                  param="instance_id")

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..context import BACKEND
 from ..errors import error_middleware
+from ..metrics import add_metrics
 from ..observe import OLLAMA, install_observers
 from ..openai.app import MAX_BODY_BYTES
 from ..openai.routes import add_openai_routes
@@ -27,6 +28,7 @@ def create_ollama_app(backend: OllamaBackend) -> web.Application:
     install_security(app, render_ollama_port, ollama_unauthorized, OPEN_PATHS)
     # Outermost, so that requests the guards refuse are counted and logged too.
     install_observers(app, OLLAMA)
+    add_metrics(app, backend.metrics)
     # aiohttp answers HEAD for every GET route (allow_head), as Ollama does for / and
     # /api/version.
     app.router.add_get("/", models.root)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...core.errors import LlamaRunnerError, QueueFullError
+from ...core.errors import LlamaRunnerError, RetryLaterError
 from ..errors import render_openai
 
 
@@ -20,7 +20,7 @@ def render_ollama_port(
     if request.path.startswith("/v1/"):
         return render_openai(request, status, message, exc)
     headers = None
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, RetryLaterError):
         headers = {"Retry-After": str(exc.retry_after)}
     if exc is None and status == 404:
         message = "404 page not found"  # what Ollama's router answers for unknown paths

@@ -16,6 +16,7 @@ from ...core.errors import BadRequestError, LlamaRunnerError
 from ...runner.manager import Lease
 from ..body import read_json_object
 from ..relay import open_upstream, relay, upstream_error_message
+from ..scopes import resolve_for
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .convert import (
     CHAT_PATH,
@@ -113,7 +114,7 @@ async def _generation(request: web.Request, kind: Kind) -> web.StreamResponse:
         top_logprobs = logprobs_requested(data, struct)
     except OllamaRequestError as exc:
         raise BadRequestError(exc.message) from exc
-    name = backend.resolve_model(requested)
+    name = resolve_for(request, requested)
     if kind == "chat" and isinstance(data.get("messages"), list) and data["messages"]:
         # A created model's MESSAGE lines come before the chat's own, as in Ollama.
         preset = backend.default_messages_for(name)
@@ -270,7 +271,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
     start_ns = time.monotonic_ns()
     _, data = await read_json_object(request)
     requested = model_field(data)
-    name = backend.resolve_model(requested)
+    name = resolve_for(request, requested)
     try:
         keep_alive = parse_keep_alive(data.get("keep_alive"))
         body, plan = embed_to_upstream(data, model=name)
@@ -341,7 +342,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     backend = request.app[OLLAMA_BACKEND]
     _, data = await read_json_object(request)
     requested = model_field(data)
-    name = backend.resolve_model(requested)
+    name = resolve_for(request, requested)
     try:
         keep_alive = parse_keep_alive(data.get("keep_alive"))
         body = embeddings_to_upstream(data, model=name)

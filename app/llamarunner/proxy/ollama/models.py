@@ -16,6 +16,7 @@ from ...core.errors import BadRequestError, LlamaRunnerError, ModelNotFoundError
 from ...runner.state import OCCUPYING_STATES
 from ...store.layout import MEDIA_LICENSE, MEDIA_PARAMS, Manifest, StoreLayout
 from ..body import read_json_object
+from ..scopes import may_use, resolve_for, visible
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .errors import ollama_error
 from .views import (
@@ -61,7 +62,7 @@ def _digest(backend: OllamaBackend, name: str) -> tuple[int, float, str]:
 async def tags(request: web.Request) -> web.Response:
     backend = request.app[OLLAMA_BACKEND]
     entries = []
-    for name in sorted(backend.models()):
+    for name in visible(request, sorted(backend.models())):
         size, mtime, digest = _digest(backend, name)
         entries.append(tag_entry(name, backend.metadata_for(name), size=size, mtime=mtime,
                                  digest=digest))
@@ -71,7 +72,7 @@ async def tags(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     backend = request.app[OLLAMA_BACKEND]
     _, data = await read_json_object(request)
-    name = backend.resolve_model(model_field(data))
+    name = resolve_for(request, model_field(data))
     runner = backend.manager.runner(name)
     args = runner.effective_args() if runner and runner.state in OCCUPYING_STATES else dict(
         backend.models()[name].args)
@@ -129,7 +130,7 @@ async def ps(request: web.Request) -> web.Response:
     backend = request.app[OLLAMA_BACKEND]
     entries = []
     for info in backend.manager.snapshot():
-        if info.state not in ("ready", "starting"):
+        if info.state not in ("ready", "starting") or not may_use(request, info.name):
             continue
         size, _, digest = _digest(backend, info.name)
         meta = backend.metadata_for(info.name)
@@ -156,7 +157,7 @@ async def copy(request: web.Request) -> web.Response:
             not destination):
         raise BadRequestError("source and destination are required")
     try:
-        name = backend.resolve_model(source)
+        name = resolve_for(request, source)
     except ModelNotFoundError:
         return ollama_error(f"model '{source}' not found", 404)
     target = destination[: -len(":latest")] if destination.endswith(":latest") else destination
@@ -173,7 +174,7 @@ async def delete(request: web.Request) -> web.Response:
     backend = request.app[OLLAMA_BACKEND]
     _, data = await read_json_object(request)
     requested = model_field(data)
-    name = backend.resolve_model(requested)
+    name = resolve_for(request, requested)
     try:
         await backend.delete_model(name)
     except PermissionError as exc:

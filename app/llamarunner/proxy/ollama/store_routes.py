@@ -22,6 +22,7 @@ from ...store.create import CreateBase, CreateRequest, base_from_entry, parse_cr
 from ...store.download import PullProgress
 from ..body import read_json_object
 from ..redact import is_local_client, redact_paths
+from ..scopes import resolve_for
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .errors import ollama_error
 from .options import go_type_error
@@ -101,20 +102,21 @@ async def create(request: web.Request) -> web.StreamResponse:
     _, data = await read_json_object(request)
     stream = _flag(data, "stream", "CreateRequest", True)
     spec = parse_create_request(data)
-    base = await _base(backend, spec)
+    base = await _base(request, backend, spec)
     # Every problem with the request is a 400 here, before anything is written.
     plan = await backend.model_store.plan_create(spec, base)
     return await _progress(request, backend.model_store.create(plan), stream=stream)
 
 
-async def _base(backend: OllamaBackend, spec: CreateRequest) -> CreateBase | None:
+async def _base(request: web.Request, backend: OllamaBackend, spec: CreateRequest
+                ) -> CreateBase | None:
     """What `from` lends: a stored model's layers, or another model's files."""
     if spec.source is None:
         return None
     store = backend.model_store
     stored = await store.find(spec.source)
     if stored is None:
-        name = backend.resolve_model(spec.source)  # 404 for an unknown model
+        name = resolve_for(request, spec.source)  # 404 for an unknown model
         entry = backend.library_entries().get(name)
         if entry is not None and entry.source == "pulled" and entry.manifest:
             stored = store.name_of_manifest(entry.manifest)

@@ -17,6 +17,7 @@ from ...core.errors import BadRequestError, LlamaRunnerError
 from ...library.whisper import AUDIO_KIND
 from ..context import BACKEND
 from ..relay import OpenAiSse, relay
+from ..scopes import resolve_for
 from ..security import current_settings
 
 TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
@@ -151,7 +152,7 @@ async def _relay_audio(request: web.Request, upstream_path: str) -> web.StreamRe
     boundary_of(content_type)  # not a form: say so before reading any of it
     body = await request.read()
     form = read_audio_form(body, content_type, current_settings(request).max_audio_bytes)
-    name = backend.resolve_model(form.model)
+    name = resolve_for(request, form.model)
     async with await backend.manager.acquire(name, kind=AUDIO_KIND) as lease:
         return await relay(request, backend.http, lease, upstream_path, body,
                            TranscriptSse(), content_type=content_type)

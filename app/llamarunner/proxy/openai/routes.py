@@ -15,6 +15,7 @@ from ..context import BACKEND, ProxyBackend
 from ..ollama.backend import OLLAMA_BACKEND
 from ..ollama.views import ollama_name
 from ..relay import OpenAiSse, ResponsesSse, StreamTransform, relay
+from ..scopes import resolve_for, visible
 from .audio import add_audio_routes
 
 OWNER = "llamarunner"
@@ -67,13 +68,14 @@ def _model_entry(backend: ProxyBackend, name: str, ollama_style: bool) -> dict[s
 async def list_models(request: web.Request) -> web.Response:
     backend = request.app[BACKEND]
     ollama_style = _on_ollama_port(request)
-    data = [_model_entry(backend, name, ollama_style) for name in sorted(backend.models())]
+    data = [_model_entry(backend, name, ollama_style)
+            for name in visible(request, sorted(backend.models()))]
     return web.json_response({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:
     backend = request.app[BACKEND]
-    name = backend.resolve_model(request.match_info["model"])
+    name = resolve_for(request, request.match_info["model"])
     return web.json_response(_model_entry(backend, name, _on_ollama_port(request)))
 
 
@@ -85,7 +87,7 @@ async def _relay_post(
     raw, data = await read_json_object(request)
     requested = required_model(data)
     ttl = requested_ttl(data)
-    name = backend.resolve_model(requested)
+    name = resolve_for(request, requested)
     if chat:
         backend.require_chat(name, requested)
     if embeddings and not backend.models()[name].serves_embeddings:

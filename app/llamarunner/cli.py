@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__, paths
-from .config import Config, ConfigError, ConfigStore, default_config_path
+from .config import Config, ConfigError, ConfigStore, LoggingConfig, default_config_path
+from .config.defaults import LOG_FORMATS
+from .config.store import parse_config_bytes
 from .core.logging_setup import configure_logging
 from .demo import DEFAULT_DEMO, DEMO_MODELS
 
@@ -53,6 +55,11 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument(
         "--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="how much to log (default: INFO)",
+    )
+    parser.add_argument(
+        "--log-format", default=default(None), choices=list(LOG_FORMATS),
+        help="write the log as text lines or as JSON, one object per line for log "
+             "collectors (default: the config's logging.format, else text)",
     )
 
 
@@ -178,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _start_app(args: argparse.Namespace, config_path: Path) -> int:
-    log_file = configure_logging(args.log_level, paths.log_dir())
+    settings = _logging_settings(config_path)
+    log_file = configure_logging(
+        args.log_level, paths.log_dir(), log_format=args.log_format or settings.format,
+        max_bytes=settings.max_bytes, backups=settings.backups,
+        format_fixed=args.log_format is not None)
     log = logging.getLogger("llamarunner")
     log.info("llamarunner %s; log file: %s", __version__, log_file)
     store = ConfigStore(config_path)
@@ -196,6 +207,18 @@ def _start_app(args: argparse.Namespace, config_path: Path) -> int:
     from .headless import main_headless
 
     return main_headless(store)
+
+
+def _logging_settings(config_path: Path) -> LoggingConfig:
+    """The config's `logging` section, read before there is a log to report problems in:
+    the defaults when the file is missing or not usable (the app says why as it starts).
+
+    Only parsed: creating the file on first start is left to the Service's store.
+    """
+    try:
+        return parse_config_bytes(config_path.read_bytes(), str(config_path)).logging
+    except (OSError, ConfigError):
+        return LoggingConfig()
 
 
 def _runtime_command(args: argparse.Namespace, config_path: Path) -> int:

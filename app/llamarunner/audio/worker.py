@@ -58,7 +58,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 
 # What a request cost, for its log line: (seconds of audio, seconds of processing).
-_COST: Final = "llamarunner.audio.cost"
+_COST: Final = web.RequestKey("cost", tuple[float, float])
 
 
 @dataclass(frozen=True)

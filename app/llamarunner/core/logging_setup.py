@@ -61,10 +61,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES and key not in entry:
                 entry[key] = value
-        if record.exc_info:
+        if record.exc_info and not record.exc_text:
             # Cached on the record as the text formatter does, so both write it once.
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
+            record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exc_info"] = record.exc_text
         if record.stack_info:

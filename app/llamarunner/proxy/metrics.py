@@ -55,7 +55,7 @@ class Metrics:
     def __init__(self, manager: ManagerSource = lambda: None) -> None:
         # The text format's `*_created` series double every counter and histogram and
         # tell Prometheus nothing it does not know from the counter resets.
-        prometheus_client.disable_created_metrics()
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         # Registered first: its pass over the runners also creates the start and crash
         # counters of each model at 0, so that the same scrape shows them and rate()

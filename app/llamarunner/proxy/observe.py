@@ -54,13 +54,12 @@ Observer = Callable[[RequestRecord], None]
 OBSERVERS: Final = web.AppKey("observers", list[Observer])
 # Which API the app's own routes are (the Ollama port: "ollama"; the other: "lmstudio").
 NATIVE_API: Final = web.AppKey("native_api", str)
-_RECORD: Final = "llamarunner.record"
+_RECORD: Final = web.RequestKey("record", RequestRecord)
 
 
 def record_of(request: web.Request) -> RequestRecord | None:
     """The record of `request`; None on an app without the observing middleware."""
-    record: RequestRecord | None = request.get(_RECORD)
-    return record
+    return request.get(_RECORD)
 
 
 def api_of(path: str, native: str) -> str:

@@ -76,7 +76,7 @@ _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # of its own: the middleware leaves those bodies unread.
 STREAMED_BODY_PREFIXES: Final = web.AppKey("streamed_body_prefixes", tuple[str, ...])
 # The named key a request was made with (absent: the unnamed key, or none), for scopes.
-API_KEY: Final = "llamarunner.api_key"
+API_KEY: Final = web.RequestKey("api_key", ApiKeyConfig)
 
 
 # --- pure checks ---------------------------------------------------------------------
@@ -280,8 +280,7 @@ _NO_KEY: Final = KeyCheck(False)  # a request that presented no key
 
 def key_of(request: web.Request) -> ApiKeyConfig | None:
     """The named key the request was made with; None for the unnamed key or none."""
-    named: ApiKeyConfig | None = request.get(API_KEY)
-    return named
+    return request.get(API_KEY)
 
 
 def limiter_of(request: web.Request) -> RateLimiter:

@@ -33,6 +33,7 @@ from ..core.errors import (
     RuntimeMissingError,
 )
 from ..core.events import ConfigApplied, ConfigRejected, EventBus
+from ..core.logging_setup import apply_logging_config
 from ..core.tasks import BackgroundTasks
 from ..library.auto_settings import auto_configure
 from ..library.capabilities import capabilities
@@ -46,8 +47,8 @@ from ..library.metadata_cache import MetadataCache, default_cache_file
 from ..library.whisper import AUDIO_KIND, is_whisper_folder
 from ..monitor.sampler import Sampler, pids_from_manager
 from ..monitor.service_monitor import ServiceMonitor
-from ..proxy.ollama.app import create_ollama_app
 from ..proxy.metrics import Metrics
+from ..proxy.ollama.app import create_ollama_app
 from ..proxy.openai.app import create_openai_app
 from ..proxy.relay import upstream_session
 from ..proxy.servers import ListenerError, ListenerSet
@@ -338,6 +339,7 @@ class Service:
         in use) so each front end can decide whether they are fatal.
         """
         self.config = self.store.load()
+        apply_logging_config(self.config.logging)
         await self.model_store.start()
         self._http = upstream_session()
         self._manager = RunnerManager(
@@ -379,6 +381,8 @@ class Service:
     async def apply_config(self, new: Config) -> list[ListenerError]:
         """Apply a validated config without a restart, touching only what changed."""
         changes = diff_configs(self.config, new)
+        if new.logging != self.config.logging:
+            apply_logging_config(new.logging)
         self.config = new
         errors: list[ListenerError] = []
         if changes.listeners_changed:

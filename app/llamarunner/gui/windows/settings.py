@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtCore import QRegularExpression, QSize, Qt, QTimer
+from PySide6.QtGui import QGuiApplication, QRegularExpressionValidator
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -24,6 +26,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -45,10 +48,15 @@ from ...config import (
     render_path,
 )
 from ...config.locate import is_comment_key
+from ...config.schema import SecurityConfig
 from ...config.store import ConfigConflictError, ConfigNotSavedError, dump_config_text
+from ...library.table import human_size
 from ...proxy.servers import API_TITLES
 from ...runtime.resolver import RuntimeNotFoundError, find_runtime
 from ...service import Service
+from ..widgets.security_keys import FIELDS as KEY_FIELDS
+from ..widgets.security_keys import MODELS as KEY_MODELS
+from ..widgets.security_keys import ApiKeysTable, KeyProblems, parse_limit
 from ._common import (
     ERROR_COLOR,
     OK_COLOR,
@@ -79,6 +87,11 @@ SCHEDULER_LABELS: Final = {
     "stop_grace": "Stopping may take up to:",
 }
 (_RT_NAME, _RT_PATH, _RT_BROWSE, _RT_STATUS) = range(4)
+# Security fields shown as one value each (the keys table and the lists are apart).
+_SECURITY_LIMITS: Final = ("client_requests_per_minute", "client_tokens_per_minute")
+_SECURITY_LISTS: Final = ("allowed_hosts", "cors_origins")
+_SECURITY_BODY: Final = ("max_body_bytes", "max_audio_bytes", "body_timeout")
+_PER_MINUTE_MAX: Final = 2_000_000_000
 
 
 @dataclass
@@ -147,6 +160,47 @@ def runtime_check(spec: str) -> tuple[str, bool]:
     return f"found {how}{version}: {found.path}", True
 
 
+def key_note(security: SecurityConfig) -> str:
+    """What the Proxies tab says about API keys: whether clients need one, and which."""
+    lead = "Local API servers that clients connect to. "
+    if not security.requires_key:
+        return (lead + "No API key is set, so any program on this computer can use them. "
+                "Keep the host 127.0.0.1 unless other machines must reach them: listening "
+                "on any other address needs an API key (Security tab).")
+    if security.api_key_env and not security.resolved_api_key():
+        # proxy.security.refusal: then no listener starts, named keys or not.
+        return (lead + f"The main key is to come from ${security.api_key_env}, which is not "
+                "set for this app, so they refuse to start until it is or the Security tab "
+                "says otherwise.")
+    accepted: list[str] = []
+    if security.api_key:
+        accepted.append("the main key")
+    elif security.api_key_env:
+        accepted.append(f"the key in ${security.api_key_env}")
+    named = len(security.api_keys)
+    if named:
+        accepted.append(f"{named} named key{'s' if named != 1 else ''}")
+    return (lead + f"Every request needs an API key ({' or '.join(accepted)}; see the "
+            "Security tab), so they may also listen on addresses other machines can reach. "
+            "Health checks stay open.")
+
+
+def _lines(edit: QPlainTextEdit) -> list[str]:
+    """A one-entry-per-line box as a list, blank lines dropped."""
+    return [line.strip() for line in edit.toPlainText().splitlines() if line.strip()]
+
+
+def _security_in_use(values: Mapping[str, Any]) -> bool:
+    """Whether the security section the form describes differs from the defaults (what
+    decides writing a section the file does not have yet); an invalid one counts, so that
+    validation gets to say what is wrong with it.
+    """
+    try:
+        return parse_config({"security": dict(values)}).security != SecurityConfig()
+    except ConfigError:
+        return True
+
+
 class SettingsWindow(ToolWindow):
     """Edits config.json through form tabs or as raw JSON; Apply validates, saves atomically
     and applies the result to the running Service (listeners rebound, runners restarted
@@ -172,6 +226,8 @@ class SettingsWindow(ToolWindow):
         self.tabs.addTab(self._build_runtimes(), "Runtimes")
         self.tabs.addTab(self._build_scheduler(), "Scheduler")
         self.tabs.addTab(self._build_folders(), "Model folders")
+        self.security_tab = self._build_security()
+        self.tabs.addTab(self.security_tab, "Security")
         self.raw_tab = self._build_raw()
         self.tabs.addTab(self.raw_tab, "Raw JSON")
 
@@ -211,11 +267,10 @@ class SettingsWindow(ToolWindow):
     def _build_proxies(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
-        note = QLabel("Local API servers that clients connect to. Keep the host 127.0.0.1 "
-                      "unless other machines must reach them; listening on any other "
-                      "address needs an API key (security.api_key in the Raw JSON tab).")
-        note.setWordWrap(True)
-        layout.addWidget(note)
+        # Says whether clients need a key: filled from the config (see key_note).
+        self.proxies_note = QLabel()
+        self.proxies_note.setWordWrap(True)
+        layout.addWidget(self.proxies_note)
         self.proxy_fields: dict[str, ProxyFields] = {}
         for name in PROXY_NAMES:
             box = QGroupBox(API_TITLES.get(name, name))
@@ -352,6 +407,155 @@ class SettingsWindow(ToolWindow):
             self.source_fields[name] = fields
         return box
 
+    def _build_security(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        note = QLabel("With any key set, every request but the health checks needs one "
+                      "('Authorization: Bearer <key>' or 'x-api-key: <key>'). Named keys "
+                      "can be kept to some models and rates.")
+        note.setWordWrap(True)
+        layout.addWidget(note)
+
+        keys_box = QGroupBox("Named keys (security.api_keys)")
+        keys_layout = QVBoxLayout(keys_box)
+        self.keys_table = ApiKeysTable()
+        self.keys_error = ErrorLabel()
+        self.key_problems = KeyProblems(self.keys_table, self.keys_error)
+        self.add_key_button = QPushButton("Add key")
+        self.add_key_button.setToolTip("A new row with a generated key; name it, then Apply")
+        self.copy_key_button = QPushButton("Copy key")
+        self.copy_key_button.setToolTip("Copy the selected row's whole key to the clipboard")
+        self.revoke_key_button = QPushButton("Revoke")
+        self.revoke_key_button.setToolTip("Remove the selected key; clients using it are "
+                                          "refused once applied")
+        buttons = QHBoxLayout()
+        for button in (self.add_key_button, self.copy_key_button, self.revoke_key_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        keys_layout.addWidget(self.keys_table, 1)
+        keys_layout.addLayout(buttons)
+        keys_layout.addWidget(self.keys_error)
+        layout.addWidget(keys_box, 1)
+
+        self.security_errors = {key: ErrorLabel() for key in (
+            "api_key", "api_key_env", *_SECURITY_LIMITS, *_SECURITY_LISTS, *_SECURITY_BODY)}
+        lower = QHBoxLayout()
+        lower.addWidget(self._build_main_key(), 2)
+        lower.addWidget(self._build_origins(), 3)
+        layout.addLayout(lower)
+        layout.addWidget(self._build_limits())
+
+        self.keys_table.edited.connect(self._mark_dirty)
+        self.keys_table.itemSelectionChanged.connect(self._update_key_buttons)
+        self.add_key_button.clicked.connect(self._add_key)
+        self.copy_key_button.clicked.connect(self._copy_key)
+        self.revoke_key_button.clicked.connect(self._revoke_key)
+        self._update_key_buttons()
+        return page
+
+    def _build_main_key(self) -> QGroupBox:
+        box = QGroupBox("Main key (no name, no limits)")
+        form = QFormLayout(box)
+        errors = self.security_errors
+        self.api_key_edit = QLineEdit()
+        self.api_key_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.api_key_edit.setPlaceholderText("none")
+        self.api_key_edit.setToolTip("An unnamed key that may use every model: 16 or more "
+                                     "characters (security.api_key)")
+        self.show_key_check = QCheckBox("Show")
+        self.show_key_check.setToolTip("Show the main key in full")
+        key_row = QHBoxLayout()
+        key_row.addWidget(self.api_key_edit, 1)
+        key_row.addWidget(self.show_key_check)
+        form.addRow("Key:", with_error(key_row, errors["api_key"]))
+        self.api_key_env_edit = QLineEdit()
+        self.api_key_env_edit.setPlaceholderText("e.g. LLAMARUNNER_API_KEY")
+        self.api_key_env_edit.setToolTip("Read the main key from this environment variable "
+                                         "instead (security.api_key_env)")
+        form.addRow("Or from variable:", with_error(self.api_key_env_edit,
+                                                     errors["api_key_env"]))
+        self.api_key_edit.textEdited.connect(self._mark_dirty)
+        self.api_key_env_edit.textEdited.connect(self._mark_dirty)
+        self.show_key_check.toggled.connect(self._show_main_key)
+        return box
+
+    def _build_limits(self) -> QGroupBox:
+        """Per-client rates on the left, request bodies on the right."""
+        box = QGroupBox("Limits")
+        grid = QGridLayout(box)
+        errors = self.security_errors
+        self.client_limits: dict[str, QSpinBox] = {}
+        for row, (key, label, what) in enumerate((
+                ("client_requests_per_minute", "Requests/min per client:", "Requests"),
+                ("client_tokens_per_minute", "Tokens/min per client:", "Generated tokens"))):
+            spin = QSpinBox()
+            spin.setRange(0, _PER_MINUTE_MAX)
+            spin.setSpecialValueText("off")
+            spin.setGroupSeparatorShown(True)
+            spin.setToolTip(f"{what} a minute each client address may have while no key "
+                            f"is set; 0: no limit (security.{key})")
+            spin.valueChanged.connect(self._mark_dirty)
+            self.client_limits[key] = spin
+            grid.addWidget(QLabel(label), row, 0)
+            grid.addWidget(with_error(spin, errors[key]), row, 1)
+        self.body_edits: dict[str, QLineEdit] = {}
+        digits = QRegularExpression("[0-9]*")
+        for row, (key, label, tip) in enumerate((
+                ("max_body_bytes", "Largest request (bytes):",
+                 "Larger request bodies are refused (413)"),
+                ("max_audio_bytes", "Largest audio (bytes):",
+                 "Larger audio uploads are refused (413)"),
+                ("body_timeout", "A body must arrive within:",
+                 "A slower request body is refused (408). " + _DURATION_HELP))):
+            edit = QLineEdit()
+            edit.setToolTip(f"{tip} (security.{key})")
+            edit.textEdited.connect(self._mark_dirty)
+            self.body_edits[key] = edit
+            field: QWidget | QHBoxLayout = edit
+            if key != "body_timeout":
+                edit.setValidator(QRegularExpressionValidator(digits, edit))
+                # The same size in words, so 33554432 reads as what it is.
+                size = QLabel()
+                size.setStyleSheet("color: palette(placeholder-text);")
+                size.setMinimumWidth(size.fontMetrics().horizontalAdvance("000 MB"))
+                edit.textChanged.connect(
+                    lambda text, size=size: size.setText(
+                        human_size(int(text)) if text.strip().isdigit() else ""))
+                field = QHBoxLayout()
+                field.addWidget(edit, 1)
+                field.addWidget(size)
+            grid.addWidget(QLabel(label), row, 2)
+            grid.addWidget(with_error(field, errors[key]), row, 3)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        grid.setColumnMinimumWidth(2, 12)
+        return box
+
+    def _build_origins(self) -> QGroupBox:
+        box = QGroupBox("Who may connect (one per line)")
+        grid = QGridLayout(box)
+        self.list_edits: dict[str, QPlainTextEdit] = {}
+        for column, (key, title, hint) in enumerate((
+                ("allowed_hosts", "Host names, besides localhost:",
+                 "my-pc.local\nllm.home.arpa"),
+                ("cors_origins", "Browser origins:",
+                 "https://app.example.com\nhttp://*.example.com:*\nchrome-extension://*"))):
+            edit = QPlainTextEdit()
+            edit.setPlaceholderText(hint)
+            edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+            edit.setTabChangesFocus(True)
+            edit.setToolTip(
+                "Host names clients may use in their URLs (no scheme or port)" if column == 0
+                else "Web pages that may call the APIs: scheme://host[:port], * allowed")
+            edit.setToolTip(f"{edit.toolTip()} (security.{key})")
+            edit.textChanged.connect(self._mark_dirty)
+            self.list_edits[key] = edit
+            grid.addWidget(QLabel(title), 0, column)
+            grid.addWidget(edit, 1, column)
+            grid.addWidget(self.security_errors[key], 2, column)
+        grid.setRowStretch(1, 1)
+        return box
+
     def _build_raw(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
@@ -406,9 +610,25 @@ class SettingsWindow(ToolWindow):
             self.folders_note.setText(
                 "Folders searched (with their subfolders) for .gguf models. With no folder "
                 f"listed, the app's own folder is used: {paths.models_dir()}")
+            self._fill_security(config.security)
         finally:
             self._filling = False
         self._update_listening()
+
+    def _fill_security(self, security: SecurityConfig) -> None:
+        self.proxies_note.setText(key_note(security))
+        self.keys_table.set_keys(security.api_keys)
+        self.api_key_edit.setText(security.api_key)
+        self.show_key_check.setChecked(False)
+        self.api_key_env_edit.setText(security.api_key_env)
+        for key, spin in self.client_limits.items():
+            spin.setValue(min(int(getattr(security, key)), _PER_MINUTE_MAX))
+        self.body_edits["max_body_bytes"].setText(str(security.max_body_bytes))
+        self.body_edits["max_audio_bytes"].setText(str(security.max_audio_bytes))
+        self.body_edits["body_timeout"].setText(format_duration(security.body_timeout))
+        for key, edit in self.list_edits.items():
+            edit.setPlainText("\n".join(getattr(security, key)))
+        self._update_key_buttons()
 
     def _append_runtime(self, name: str, path: str) -> None:
         table = self.runtimes_table
@@ -478,7 +698,37 @@ class SettingsWindow(ToolWindow):
                 entry = section.setdefault(name, {})
                 if isinstance(entry, dict):
                     entry.update(values)
+        old_security = data.get("security")
+        security = self._security_data(old_security if isinstance(old_security, Mapping)
+                                       else {})
+        # Like sources: a file without the section gets one only once it means something.
+        if "security" in data or _security_in_use(security):
+            section = data.setdefault("security", {})
+            if isinstance(section, dict):
+                section.update(security)
         return data
+
+    def _security_data(self, old: Mapping[str, Any]) -> dict[str, Any]:
+        """The Security tab's values as the `security` section holds them; values that do
+        not parse are passed on as typed, for validation to name them.
+        """
+        values: dict[str, Any] = {
+            "api_key": self.api_key_edit.text(),
+            "api_key_env": self.api_key_env_edit.text().strip(),
+            "allowed_hosts": _lines(self.list_edits["allowed_hosts"]),
+            "cors_origins": _lines(self.list_edits["cors_origins"]),
+            "max_body_bytes": parse_limit(self.body_edits["max_body_bytes"].text()),
+            "max_audio_bytes": parse_limit(self.body_edits["max_audio_bytes"].text()),
+            "body_timeout": self.body_edits["body_timeout"].text().strip(),
+        }
+        # Optional keys follow Config.to_dict: written when set or already in the file.
+        keys = self.keys_table.entries()
+        if keys or "api_keys" in old:
+            values["api_keys"] = keys
+        for key, spin in self.client_limits.items():
+            if spin.value() or key in old:
+                values[key] = spin.value()
+        return values
 
     def _cell(self, row: int, column: int) -> str:
         item = self.runtimes_table.item(row, column)
@@ -579,6 +829,20 @@ class SettingsWindow(ToolWindow):
         routes.register("model_dirs", self.folders_error, prefix=True)
         for name, source in self.source_fields.items():
             routes.register(f"sources.{name}", source.error, prefix=True)
+        for key, error in self.security_errors.items():
+            routes.register(f"security.{key}", error, prefix=key in _SECURITY_LISTS)
+        # The keys table gathers its problems under it, each with its key path, and
+        # paints the cells they concern.
+        problems = self.key_problems
+        routes.register("security.api_keys", problems.target("security.api_keys"),
+                        prefix=True)
+        for row in range(self.keys_table.rowCount()):
+            entry = f"security.api_keys[{row}]"
+            routes.register(entry, problems.target(entry, row), prefix=True)
+            for column, key in enumerate(KEY_FIELDS):
+                path = f"{entry}.{key}"
+                routes.register(path, problems.target(path, row, column),
+                                prefix=column == KEY_MODELS)
         return routes
 
     # ---- reacting to edits and to the app --------------------------------------------
@@ -713,3 +977,46 @@ class SettingsWindow(ToolWindow):
         for item in self.folders_list.selectedItems():
             self.folders_list.takeItem(self.folders_list.row(item))
             self._mark_dirty()
+
+    # ---- security ----------------------------------------------------------------------
+
+    def _show_main_key(self, shown: bool) -> None:
+        self.api_key_edit.setEchoMode(QLineEdit.EchoMode.Normal if shown
+                                      else QLineEdit.EchoMode.Password)
+
+    def _update_key_buttons(self) -> None:
+        selected = self.keys_table.selected_row() >= 0
+        self.copy_key_button.setEnabled(selected)
+        self.revoke_key_button.setEnabled(selected)
+
+    def _add_key(self) -> None:
+        row = self.keys_table.add_generated()
+        self.status_label.setText(
+            f"Added {self.keys_table.name(row)} with a new key: rename it if you like, "
+            "Copy key gives it to whoever will use it, Apply puts it in force.")
+
+    def _copy_key(self) -> None:
+        row = self.keys_table.selected_row()
+        if row < 0:
+            return
+        clipboard = QGuiApplication.clipboard()
+        clipboard.setText(self.keys_table.key(row))
+        self.status_label.setText(f"Copied the key of {self.keys_table.name(row)!r} to the "
+                                  "clipboard.")
+
+    def _revoke_key(self) -> None:
+        row = self.keys_table.selected_row()
+        if row < 0:
+            return
+        name = self.keys_table.name(row)
+        answer = QMessageBox.question(
+            self, "Revoke key",
+            f"Revoke the key {name!r}? Clients that use it are refused once you press "
+            "Apply; this cannot be undone after that.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.keys_table.remove(row)
+        self._update_key_buttons()
+        self.status_label.setText(f"Revoked {name!r}; Apply puts it in force.")

@@ -341,6 +341,13 @@ class SecurityConfig:
     client_tokens_per_minute: int = defaults.DEFAULT_CLIENT_TOKENS_PER_MINUTE
 
     @property
+    def has_limits(self) -> bool:
+        """Whether any rate limit is configured (most set-ups have none: skip the counting)."""
+        return bool(self.client_requests_per_minute or self.client_tokens_per_minute
+                    or any(k.requests_per_minute or k.tokens_per_minute
+                           for k in self.api_keys))
+
+    @property
     def requires_key(self) -> bool:
         """Whether any key is configured, so every route but the health checks needs one."""
         return bool(self.api_key or self.api_key_env or self.api_keys)

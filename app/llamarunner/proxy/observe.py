@@ -11,14 +11,13 @@ Nothing in a record is prompt text or a file path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 
 log = logging.getLogger(__name__)
@@ -127,59 +126,46 @@ def install_observers(app: web.Application, native_api: str) -> None:
 # --- token counts from llama-server's answers ----------------------------------------------
 
 
-def note_usage(record: RequestRecord | None, data: Any) -> None:
-    """Token counts from one decoded answer or event, in any of llama-server's spellings:
-    OpenAI's `usage`, Anthropic's and the Responses API's, or its own `timings`."""
-    if record is None or not isinstance(data, dict):
-        return
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        response = data.get("response")  # the Responses API's last event
-        usage = response.get("usage") if isinstance(response, dict) else None
-    if isinstance(usage, dict):
-        prompt = _count(usage, "prompt_tokens", "input_tokens")
-        generated = _count(usage, "completion_tokens", "output_tokens")
-        if prompt is not None:
-            record.prompt_tokens = prompt
-        if generated is not None:
-            record.generated_tokens = generated
-    timings = data.get("timings")
-    if isinstance(timings, dict):
-        if record.prompt_tokens is None:
-            prompt_n = _count(timings, "prompt_n")
-            if prompt_n is not None:
-                record.prompt_tokens = prompt_n + (_count(timings, "cache_n") or 0)
-        if record.generated_tokens is None:
-            record.generated_tokens = _count(timings, "predicted_n")
+# The counts llama-server reports, in any API's spelling: OpenAI's `usage`
+# (prompt_tokens, completion_tokens), Anthropic's and the Responses API's (input_tokens,
+# output_tokens), or its own `timings` (prompt_n + cache_n, predicted_n). Found by a
+# search from the end instead of parsing the answer (a few microseconds per request less):
+# a quote that starts a key cannot occur unescaped inside a JSON string, so a match is
+# always a real key, and the last one is the final count of a stream.
+_PROMPT: Final = (b'"prompt_tokens":', b'"input_tokens":')
+_GENERATED: Final = (b'"completion_tokens":', b'"output_tokens":')
+_DIGITS: Final = re.compile(rb"\s*(\d+)")
 
 
-def note_usage_in_body(record: RequestRecord | None, body: bytes) -> None:
-    """`note_usage` for a whole JSON answer; a body that is not JSON counts nothing."""
-    if record is None or (b'"usage"' not in body and b'"timings"' not in body):
-        return
-    with contextlib.suppress(orjson.JSONDecodeError):
-        note_usage(record, orjson.loads(body))
+def _last_count(text: bytes, key: bytes) -> int | None:
+    at = text.rfind(key)
+    if at < 0:
+        return None
+    match = _DIGITS.match(text, at + len(key))
+    return int(match.group(1)) if match else None
 
 
-def note_usage_in_stream_tail(record: RequestRecord | None, tail: bytes) -> None:
-    """`note_usage` for the last events of a stream (its usage rides on the last ones)."""
-    if record is None or (b'"usage"' not in tail and b'"timings"' not in tail):
-        return
-    for line in reversed(tail.split(b"\n")):
-        if not line.startswith(b"data:") or (b'"usage"' not in line
-                                              and b'"timings"' not in line):
-            continue
-        try:
-            note_usage(record, orjson.loads(line[5:]))
-        except orjson.JSONDecodeError:
-            continue  # the start of the tail cut an event in half
-        if record.generated_tokens is not None:
-            return
-
-
-def _count(data: dict[str, Any], *names: str) -> int | None:
-    for name in names:
-        value = data.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+def _first_found(text: bytes, keys: tuple[bytes, ...]) -> int | None:
+    for key in keys:
+        value = _last_count(text, key)
+        if value is not None:
             return value
     return None
+
+
+def note_usage(record: RequestRecord | None, text: bytes) -> None:
+    """Token counts from an answer, or from the last events of a stream."""
+    if record is None or (b'"usage"' not in text and b'"timings"' not in text):
+        return
+    prompt = _first_found(text, _PROMPT)
+    if prompt is None:
+        prompt_n = _last_count(text, b'"prompt_n":')
+        if prompt_n is not None:
+            prompt = prompt_n + (_last_count(text, b'"cache_n":') or 0)
+    generated = _first_found(text, _GENERATED)
+    if generated is None:
+        generated = _last_count(text, b'"predicted_n":')
+    if prompt is not None:
+        record.prompt_tokens = prompt
+    if generated is not None:
+        record.generated_tokens = generated

@@ -27,7 +27,7 @@ from ..config.schema import format_duration
 from ..core.errors import UpstreamError
 from ..runner.manager import Lease
 from .errors import openai_error
-from .observe import RequestRecord, note_usage_in_body, note_usage_in_stream_tail, record_of
+from .observe import RequestRecord, note_usage, record_of
 from .upstream import JSON, UpstreamResponse, pool_for
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ async def relay(
         if upstream.content_type == "text/event-stream":
             return await _relay_stream(request, upstream, lease, deadline, transform, record)
         data = await upstream.read()
-        note_usage_in_body(record, data)
+        note_usage(record, data)
         if answer is not None:
             return await answer(data)
         if content_type != JSON:  # the speech worker's text, srt and vtt answers
@@ -326,7 +326,7 @@ async def _relay_stream(
         # What a transform still holds is dropped: half an event is no event.
         await _end(response, transform.broken(_broken_message(lease.runner.name, exc)))
         return response
-    note_usage_in_stream_tail(record, before_last + last)
+    note_usage(record, before_last + last)
     tail = await transform.finish()
     if not transform.ended:
         log.warning("stream from %s ended without its last event", lease.runner.name)

@@ -378,11 +378,15 @@ def security_middleware(
         if (origin is not None and request.method == "OPTIONS"
                 and "Access-Control-Request-Method" in request.headers):
             return _preflight(origin)  # browsers never send credentials on a preflight
+        budget: Budget | None = None
         if not (request.method in ("GET", "HEAD") and request.path in open_paths):
             required = security.requires_key or not is_loopback_bind(bind_host)
-            presented = presented_keys(request.headers.get("Authorization"),
-                                       request.headers.get("X-Api-Key"))
-            checked = check_keys(security, presented) if presented else _NO_KEY
+            checked = _NO_KEY
+            if required or security.api_keys:  # no key to check on a keyless loopback
+                presented = presented_keys(request.headers.get("Authorization"),
+                                           request.headers.get("X-Api-Key"))
+                if presented:
+                    checked = check_keys(security, presented)
             if required and not checked.valid:
                 return unauthorized(request, _unauthorized_message(request, security))
             if checked.named is not None:
@@ -390,14 +394,13 @@ def security_middleware(
                 record = record_of(request)
                 if record is not None:
                     record.key_name = checked.named.name
-            budget: Budget | None = budget_for(security, checked.named, request.remote)
+            if security.has_limits:
+                budget = budget_for(security, checked.named, request.remote)
             if budget is not None:
                 try:
                     limiter_of(request).admit(budget)
                 except RateLimitedError as exc:
                     return render(request, exc.status, exc.message, exc)
-        else:
-            budget = None
         if (request.method in _BODY_METHODS and request.body_exists
                 and not request.path.startswith(request.app.get(STREAMED_BODY_PREFIXES, ()))):
             response = await _with_body(request, handler, render, security)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +179,8 @@ async def test_the_worker_is_supervised_like_llama_server(running, speech_wav: P
     runner = running.service.manager.runner("whisper")
     assert runner is not None and runner.pid is not None
     assert any("model loaded" in line for line in runner.tail(50)), runner.tail(50)
-    # The engine (and CTranslate2's threads) lives in the worker, never in the app.
-    assert not {"faster_whisper", "ctranslate2", "av"} & set(sys.modules)
+    # (That the app itself never loads the engine is checked in a fresh interpreter by
+    # tests/unit/core/test_core_plumbing.py: other tests here import PyAV themselves.)
     argv = runner.describe_argv()
     assert argv[1:3] == ["-m", launch.WORKER_MODULE]
     assert launch.WORKER_KEY_ENV not in " ".join(argv)  # the key is in the environment

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from tests.support import http
 from tests.support.both_listeners import both_ports, url_of
+from tests.support.root_logger import restored_root_logger
 
 from llamarunner.core import logging_setup
 from llamarunner.core.logging_setup import (
@@ -212,21 +213,8 @@ async def test_health_checks_are_logged_at_debug_only(
 @pytest.fixture
 def app_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Let a test run configure_logging; pytest's own handlers come back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    aiohttp_level = logging.getLogger("aiohttp.access").level
-    monkeypatch.setattr(logging_setup, "_installed", None)
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(aiohttp_level)
-    logging.captureWarnings(False)
+    with restored_root_logger(monkeypatch):
+        yield
 
 
 async def test_the_service_applies_the_logging_section_at_start_and_live(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.root_logger import restored_root_logger
 
 from llamarunner.config import LoggingConfig, defaults
 from llamarunner.core import logging_setup
@@ -28,21 +29,8 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERR
 @pytest.fixture(autouse=True)
 def restore_root_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """configure_logging replaces the root handlers; give pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    aiohttp_level = logging.getLogger("aiohttp.access").level
-    monkeypatch.setattr(logging_setup, "_installed", None)
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(aiohttp_level)
-    logging.captureWarnings(False)
+    with restored_root_logger(monkeypatch):
+        yield
 
 
 def file_lines(log_dir: Path, name: str = LOG_FILE_NAME) -> list[str]:

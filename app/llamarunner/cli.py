@@ -103,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
         parents=common,
     )
 
+    worker = sub.add_parser(
+        "worker", parents=common,
+        help="lend this machine to models on another machine: run a llama.cpp RPC worker "
+             "in the foreground (no authentication: private networks only)",
+    )
+    worker.add_argument("--host", default="127.0.0.1", metavar="H",
+                        help="IPv4 address to listen on (default: 127.0.0.1, this machine "
+                             "only); use this machine's private network address to serve "
+                             "others")
+    worker.add_argument("--port", type=int, default=50052, metavar="P",
+                        help="TCP port to listen on (default: 50052)")
+    worker.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the computation (default: half the cores)")
+    worker.add_argument("--cache", action="store_true",
+                        help="keep large tensors in a local file cache, so a model loads "
+                             "faster the next time")
+
     doctor = sub.add_parser(
         "doctor", parents=common,
         help="check that each client (Copilot, Open WebUI, JetBrains, Continue, the OpenAI "
@@ -173,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo_command(args.model)
     if args.command == "models":
         return _models_command(config_path)
+    if args.command == "worker":
+        return _worker_command(args)
     if args.command == "doctor":
         return _doctor_command(args, config_path)
     if args.command in ("pull", "rm"):
@@ -238,6 +257,12 @@ def _runtime_command(args: argparse.Namespace, config_path: Path) -> int:
         print(f"warning: config not usable, showing cached runtimes only:\n{exc}",
               file=sys.stderr)
     return run_list_cli(runtimes)
+
+
+def _worker_command(args: argparse.Namespace) -> int:
+    from .rpc.worker import WorkerOptions, run_worker_cli
+
+    return run_worker_cli(WorkerOptions(args.host, args.port, args.threads, args.cache))
 
 
 def _models_command(config_path: Path) -> int:

@@ -104,3 +104,8 @@ DEFAULT_LOG_BACKUPS: Final = 5
 # never reads it).
 # Off: an app that starts itself at every login is something the user opts into.
 DEFAULT_START_AT_LOGIN: Final = False
+
+# How often a peer's /v1/models is read again (seconds), and how long connecting to it may
+# take before a request for one of its models is answered with an error naming it.
+DEFAULT_PEER_REFRESH = 60.0
+PEER_CONNECT_TIMEOUT = 5.0

@@ -250,6 +250,12 @@ class ModelConfig:
     # A llama-server built-in template name (chatml, gemma, llama3...) or a Jinja file;
     # None: the GGUF's own template, else its family's (library/chat_template.py).
     chat_template: str | None = None
+    # llama.cpp RPC workers ("host:port") the model's layers are split over (`--rpc`).
+    rpc: tuple[str, ...] = ()
+    # Not config keys: the peer (`peers.<name>`) that serves this model, and the model's
+    # own id there; both empty for a local model.
+    peer: str = ""
+    remote_id: str = ""
     # Not a config key: what the library found at `path`. "llm" is a GGUF for
     # llama-server, "audio" a Whisper folder for the speech worker (library/whisper.py).
     kind: str = "llm"
@@ -264,9 +270,19 @@ class ModelConfig:
         return any(self.args.get(key) is True for key in defaults.EMBEDDING_ARGS)
 
     @property
+    def takes_embedding_requests(self) -> bool:
+        """Whether embeddings requests may go to it (a peer's model: the peer decides)."""
+        return self.is_peer or self.serves_embeddings
+
+    @property
     def settings_only(self) -> bool:
         """True for an entry without a path: settings for a discovered model of this name."""
-        return not self.path
+        return not self.path and not self.peer
+
+    @property
+    def is_peer(self) -> bool:
+        """True for a model another server (a peer) runs; nothing of it runs here."""
+        return bool(self.peer)
 
 
 @dataclass(frozen=True)
@@ -362,6 +378,19 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class PeerConfig:
+    """Another OpenAI-compatible server whose models join this library (`peers.<name>`)."""
+
+    # Its OpenAI base URL, "…/v1" included: http(s)://host:port/v1.
+    url: str
+    # Sent as "Authorization: Bearer …" to the peer only; never logged or shown.
+    api_key: str = field(default="", repr=False)
+    # Empty: the models its /v1/models lists. Otherwise exactly these ids.
+    models: tuple[str, ...] = ()
+    refresh: float = defaults.DEFAULT_PEER_REFRESH
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """How the app's own log is written: its format and the rotation of its file."""
 
@@ -392,6 +421,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     desktop: DesktopConfig = field(default_factory=DesktopConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    peers: Mapping[str, PeerConfig] = field(default_factory=dict)
     # The decoded JSON it came from; only used to carry "_"/"$" comment keys back out.
     # Not compared: two configs that mean the same are equal whatever their comments.
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -466,6 +496,8 @@ class Config:
             shaped["logging"] = {"format": self.logging.format,
                                  "max_bytes": self.logging.max_bytes,
                                  "backups": self.logging.backups}
+        if self.peers or "peers" in self.raw:
+            shaped["peers"] = {name: _peer_dict(peer) for name, peer in self.peers.items()}
         # Same rule again: turning start at login on adds the section, never a plain save.
         if self.desktop != DesktopConfig() or "desktop" in self.raw:
             shaped["desktop"] = {"start_at_login": self.desktop.start_at_login}
@@ -487,6 +519,19 @@ def _model_dict(model: ModelConfig) -> dict[str, Any]:
         entry["alias"] = list(model.alias)
     if model.chat_template:
         entry["chat_template"] = model.chat_template
+    if model.rpc:
+        entry["rpc"] = list(model.rpc)
+    return entry
+
+
+def _peer_dict(peer: PeerConfig) -> dict[str, Any]:
+    entry: dict[str, Any] = {"url": peer.url}
+    if peer.api_key:
+        entry["api_key"] = peer.api_key
+    if peer.models:
+        entry["models"] = list(peer.models)
+    if peer.refresh != defaults.DEFAULT_PEER_REFRESH:
+        entry["refresh"] = format_duration(peer.refresh)
     return entry
 
 
@@ -510,14 +555,20 @@ def _with_comments(shaped: dict[str, Any], raw: object) -> dict[str, Any]:
 # Validation
 
 _TOP_KEYS = ("proxies", "runtimes", "models", "model_dirs", "scheduler", "sources", "security",
-             "desktop", "logging")
+             "desktop", "logging", "peers")
 _PROXY_KEYS = ("enabled", "host", "port")
 # Only the Ollama proxy reports a version to its clients.
 _OLLAMA_PROXY_KEYS = (*_PROXY_KEYS, "version")
 _RUNTIME_KEYS = ("path",)
-_MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias", "chat_template")
+_MODEL_KEYS = ("path", "runtime", "args", "ttl", "alias", "chat_template", "rpc")
 # What an entry without a path must give at least one of: otherwise it does nothing.
-_SETTINGS_KEYS = ("runtime", "args", "ttl", "alias", "chat_template")
+_SETTINGS_KEYS = ("runtime", "args", "ttl", "alias", "chat_template", "rpc")
+_PEER_KEYS = ("url", "api_key", "models", "refresh")
+# A peer's name prefixes its models ("NAME/model"): plain words, no slash.
+_PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# An RPC worker: host:port, the host a name or an IPv4 address (llama.cpp's RPC client
+# and server speak IPv4 only, so a bracketed IPv6 address could never work).
+_RPC_WORKER = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?:([0-9]{1,5})", re.IGNORECASE)
 _SOURCE_KEYS = ("enabled", "path")
 _SECURITY_KEYS = (
     "api_key", "api_key_env", "allowed_hosts", "cors_origins", "max_body_bytes",
@@ -564,6 +615,7 @@ def known_key_paths() -> tuple[str, ...]:
         "security": _SECURITY_KEYS,
         "desktop": _DESKTOP_KEYS,
         "logging": _LOGGING_KEYS,
+        "peers": {"<name>": _PEER_KEYS},
     }
     paths: list[str] = []
     for top in _TOP_KEYS:
@@ -938,6 +990,7 @@ def _parse_models(
         chat_template = None  # null, like a missing key: the file's or family's template
         if entry.get("chat_template") is not None:
             chat_template = checker.string(entry, "chat_template", entry_path, "") or None
+        rpc = _parse_rpc_workers(checker, entry, entry_path)
         result[name] = ModelConfig(
             name=name,
             path=model_path,
@@ -947,6 +1000,7 @@ def _parse_models(
             alias=tuple(aliases[name].values()),
             unset_args=unset,
             chat_template=chat_template,
+            rpc=rpc,
         )
     # A name clients ask for must lead to exactly one model.
     owner: dict[str, str] = {}
@@ -962,6 +1016,21 @@ def _parse_models(
             else:
                 owner[alias] = name
     return result
+
+
+def _parse_rpc_workers(checker: _Checker, entry: Mapping[str, Any], path: KeyPath
+                       ) -> tuple[str, ...]:
+    """`rpc`: llama.cpp RPC workers as "host:port" strings, each port 1-65535."""
+    workers = _parse_text_list(checker, entry, "rpc", path, _RPC_WORKER,
+                               '["192.168.1.20:50052", "gpu-box:50052"]')
+    valid: list[str] = []
+    for index, worker in enumerate(workers):
+        port = int(worker.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            checker.problem((*path, "rpc", index), f"port {port} is not between 1 and 65535")
+        else:
+            valid.append(worker)
+    return tuple(valid)
 
 
 def _unset_flags(raw_args: Mapping[str, object]) -> tuple[str, ...]:
@@ -1204,6 +1273,39 @@ def _parse_logging(checker: _Checker, data: Mapping[str, Any]) -> LoggingConfig:
     )
 
 
+def _parse_peers(checker: _Checker, data: Mapping[str, Any]) -> dict[str, PeerConfig]:
+    path: KeyPath = ("peers",)
+    section = checker.mapping(data["peers"], path) if "peers" in data else None
+    peers: dict[str, PeerConfig] = {}
+    for name, raw in (section or {}).items():
+        if is_comment_key(name):
+            continue
+        where = (*path, name)
+        if not _PEER_NAME.fullmatch(name):
+            checker.problem(where, "a peer's name must be letters, digits, '.', '_' or '-' "
+                            "(at most 64, no '/'): its models are called NAME/model")
+        entry = checker.mapping(raw, where)
+        if entry is None:
+            continue
+        checker.known_keys(entry, where, _PEER_KEYS)
+        if "url" not in entry:
+            checker.problem((*where, "url"), "missing: the peer's OpenAI base URL, like "
+                            "http://gpu-box:1234/v1")
+        url = checker.string(entry, "url", where, "").strip().rstrip("/")
+        if url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url, re.IGNORECASE):
+            checker.problem((*where, "url"), f"must be an http:// or https:// URL like "
+                            f"http://gpu-box:1234/v1, not {url!r}")
+        api_key = ""
+        if entry.get("api_key"):  # "" and null mean no key, as for security.api_key
+            api_key = checker.string(entry, "api_key", where, "").strip()
+        models = _parse_text_list(checker, entry, "models", where, _ANY_TEXT,
+                                  '["llama3.1-70b", "qwen2.5-coder"]')
+        refresh = checker.duration(entry, "refresh", where, defaults.DEFAULT_PEER_REFRESH,
+                                   positive=True, finite=True)
+        peers[name] = PeerConfig(url=url, api_key=api_key, models=models, refresh=refresh)
+    return peers
+
+
 def _parse_desktop(checker: _Checker, data: Mapping[str, Any]) -> DesktopConfig:
     path: KeyPath = ("desktop",)
     base = DesktopConfig()
@@ -1235,6 +1337,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
     security = _parse_security(checker, data)
     desktop = _parse_desktop(checker, data)
     logging_config = _parse_logging(checker, data)
+    peers = _parse_peers(checker, data)
     _raise_problems(checker, text, file)
     return Config(
         proxies=proxies,
@@ -1246,6 +1349,7 @@ def parse_config(data: Any, *, text: str | None = None, file: str = "config.json
         security=security,
         desktop=desktop,
         logging=logging_config,
+        peers=peers,
         raw=copy.deepcopy(data),
     )
 

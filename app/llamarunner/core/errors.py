@@ -206,3 +206,56 @@ class ModelForbiddenError(LlamaRunnerError):
     def __init__(self, model: str, key_name: str) -> None:
         super().__init__(f"API key '{key_name}' may not use model '{model}'")
         self.model = model
+
+
+class PeerUnavailableError(LlamaRunnerError):
+    """A peer server (`peers.<name>`) could not be reached, or refused our key."""
+
+    status = 503
+    code = "peer_unavailable"
+
+    def __init__(self, peer: str, model: str, reason: str, *, status: int = 503) -> None:
+        super().__init__(f"model '{model}' is served by peer '{peer}', which is unavailable: "
+                         f"{reason}")
+        self.status = status
+        self.peer = peer
+
+
+class PeerUnsupportedError(LlamaRunnerError):
+    """A request needs llama-server's own endpoints, which a peer does not offer."""
+
+    status = 400
+    code = "not_supported_by_peer"
+    error_type = "invalid_request_error"
+
+    def __init__(self, peer: str, model: str, what: str) -> None:
+        super().__init__(f"model '{model}' is served by peer '{peer}', which speaks only the "
+                         f"OpenAI API: {what} needs a model that runs here")
+
+
+class RpcWorkerUnavailableError(RunnerFailedError):
+    """An RPC worker a model is split over (`rpc`) cannot take it; nothing was started.
+
+    `failures` are (host:port, state, reason) of each worker that failed its probe.
+    """
+
+    status = 503
+    code = "rpc_worker_unavailable"
+
+    def __init__(self, model: str, failures: list[tuple[str, str, str]]) -> None:
+        workers = ", ".join(f"{address} is {state} ({reason})"
+                            for address, state, reason in failures)
+        busy = all(state == "busy" for _address, state, _reason in failures)
+        hint = ("wait until the other llama-server lets go of it, or split the model over "
+                "workers no other model uses" if busy else
+                "start `llamarunner worker --host <its private address> --port <port>` "
+                "there, or remove it from the model's `rpc` list")
+        noun = "RPC worker" if len(failures) == 1 else "RPC workers"
+        LlamaRunnerError.__init__(
+            self, f"model '{model}' cannot start: {noun} {workers}. To fix: {hint}")
+        self.model = model
+        self.reason = ", ".join(f"RPC worker {address} is {state}"
+                                for address, state, _reason in failures)
+        self.exit_code = None
+        self.tail = []
+        self.workers = [address for address, _state, _reason in failures]

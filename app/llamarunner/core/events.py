@@ -41,7 +41,26 @@ class ConfigRejected:
     error: str
 
 
-Event = RunnerStateChanged | RunnerLogLine | ListenerStateChanged | ConfigApplied | ConfigRejected
+@dataclass(frozen=True)
+class PeerStateChanged:
+    """A peer (`peers.<name>`) became reachable or not, or its list of models changed."""
+
+    name: str
+    available: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RpcWorkerStateChanged:
+    """An RPC worker (a model's `rpc`) answered differently: up, busy, down, not-rpc."""
+
+    address: str  # host:port as the config names it
+    state: str
+    reason: str | None = None
+
+
+Event = (RunnerStateChanged | RunnerLogLine | ListenerStateChanged | ConfigApplied
+         | ConfigRejected | PeerStateChanged | RpcWorkerStateChanged)
 Subscriber = Callable[[Event], None]
 
 

@@ -18,6 +18,8 @@ from ..core.events import (
     Event,
     EventBus,
     ListenerStateChanged,
+    PeerStateChanged,
+    RpcWorkerStateChanged,
     RunnerLogLine,
     RunnerStateChanged,
 )
@@ -50,6 +52,8 @@ class ServiceBridge(QObject):
     listener_changed = Signal(str, str, bool, str)  # name, address, listening, error
     config_applied = Signal(str)  # config path
     config_rejected = Signal(str, str)  # config path, error
+    rpc_worker_changed = Signal(str, str, str)  # host:port, state, reason
+    peer_changed = Signal(str, bool, str)  # peer name, available, reason
     app_log = Signal(str, str)  # level name, formatted line
     busy_changed = Signal(bool)  # True while an action started with run() is pending
     action_failed = Signal(str)  # a user-readable message for a failed run() action
@@ -91,6 +95,10 @@ class ServiceBridge(QObject):
                 self.config_applied.emit(path)
             case ConfigRejected(path, error):
                 self.config_rejected.emit(path, error)
+            case RpcWorkerStateChanged(address, state, reason):
+                self.rpc_worker_changed.emit(address, state, reason or "")
+            case PeerStateChanged(name, available, reason):
+                self.peer_changed.emit(name, available, reason or "")
 
     # ---- actions -------------------------------------------------------------------
 

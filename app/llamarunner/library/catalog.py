@@ -333,6 +333,7 @@ def _discovered_model(
         ttl=extra.ttl,
         alias=(*extra.alias, *(a for a in aliases if a not in extra.alias)),
         chat_template=extra.chat_template,
+        rpc=extra.rpc,
         kind=entry.kind,
     )
 

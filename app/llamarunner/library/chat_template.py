@@ -30,7 +30,7 @@ __all__ = [
     "template_file",
 ]
 
-TemplateSource = Literal["setting", "file", "layer", "family", "none"]
+TemplateSource = Literal["setting", "file", "layer", "family", "none", "peer"]
 
 # Our own Jinja templates, one file per family, shipped with the package.
 TEMPLATE_DIR: Final = Path(__file__).parent / "chat_templates"
@@ -109,7 +109,8 @@ class ChatTemplate:
 
     ``source``: "setting" (the model's ``chat_template`` in the config or a chat-template
     flag in its args), "file" (the GGUF's own ``tokenizer.chat_template``), "family" (ours,
-    picked from the architecture and name) or "none" (the model cannot chat).
+    picked from the architecture and name), "peer" (the peer server that runs the model
+    applies its own) or "none" (the model cannot chat).
     ``name`` is the built-in or family template's name, ``text`` the Jinja source when
     known, ``path`` a Jinja file for ``--chat-template-file``, ``builtin`` a name for
     ``--no-jinja --chat-template``, ``problem`` why the model cannot chat.

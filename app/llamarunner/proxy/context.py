@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..config.schema import Config, ModelConfig
 from ..library.chat_template import ChatTemplate
+from ..peers.directory import PeerStatus
 from ..runner.manager import RunnerManager
 from .metrics import Metrics
 
@@ -39,6 +40,10 @@ class ProxyBackend(Protocol):
 
     def chat_template_for(self, name: str) -> ChatTemplate:
         """The chat template the model's runner uses, and where it comes from."""
+        ...
+
+    def peer_status(self, name: str) -> PeerStatus | None:
+        """The state of the peer serving model `name`; None for a local model."""
         ...
 
     def require_chat(self, name: str, requested: str | None = None) -> None:

@@ -140,6 +140,10 @@ async def open_upstream(
         # Cancelling the POST on timeout closes its connection, which is how llama-server
         # learns to drop the task (it checks the socket between tokens).
         async with asyncio.timeout_at(deadline):
+            if lease.remote is not None:  # a peer's model: aiohttp speaks TLS and proxies
+                answer: UpstreamResponse = await lease.remote.post(http, path, body,
+                                                                    content_type)
+                return answer
             return await pool_for(http).post(lease.base_url, path, body, lease.headers,
                                              content_type)
     except TimeoutError:

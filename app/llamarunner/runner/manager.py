@@ -8,10 +8,11 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -65,23 +66,45 @@ class RunnerInfo:
     args: Mapping[str, ArgValue]  # what the running process was started with
 
 
+class LeasedModel(Protocol):
+    """What routes may ask of the runner behind a lease (a peer's model has no process)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def effective_args(self) -> dict[str, ArgValue]: ...
+
+    def describe_argv(self) -> Sequence[str]: ...
+
+
+class RemoteCall(Protocol):
+    """How a request for a model another server runs is sent (peers/client.py)."""
+
+    async def post(self, http: aiohttp.ClientSession, path: str, body: bytes,
+                   content_type: str = ...) -> Any: ...
+
+
 class Lease:
     """Permission to send requests to a ready runner; release it when the response ends."""
 
+    # Set on leases for a model a peer serves; None for our own runners.
+    remote: RemoteCall | None = None
+    runner: LeasedModel
+
     def __init__(self, manager: RunnerManager, runner: ModelRunner, load_wait: float) -> None:
         self._manager = manager
-        self.runner = runner
+        self.runner = self._runner = runner
         self.load_wait = load_wait  # seconds this request waited for a load (0 when warm)
         self._released = False
 
     @property
     def base_url(self) -> str:
-        return self.runner.base_url
+        return self._runner.base_url
 
     @property
     def headers(self) -> Mapping[str, str]:
         """Headers every request to the runner needs (its llama-server's key); read-only."""
-        return self.runner.auth_headers
+        return self._runner.auth_headers
 
     @property
     def first_token_timeout(self) -> float:
@@ -92,7 +115,7 @@ class Lease:
         """End the request; `keep_alive` (seconds, inf = forever) replaces the model's TTL."""
         if not self._released:
             self._released = True
-            self._manager._release(self.runner, keep_alive)
+            self._manager._release(self._runner, keep_alive)
 
     async def __aenter__(self) -> Lease:
         return self
@@ -107,6 +130,11 @@ class Lease:
 
 
 BinaryResolver = Callable[[ModelConfig], Path]
+# The lease for a model another server runs (a peer), or None when no peer has it.
+RemoteLeases = Callable[[str, float], Lease | None]
+# Checks before a model's process is spawned (its RPC workers answer, rpc/monitor.py);
+# raises a RunnerFailedError that fails the waiting requests with nothing spawned.
+Preflight = Callable[[ModelConfig], Awaitable[None]]
 
 
 class RunnerManager:
@@ -128,8 +156,12 @@ class RunnerManager:
         ttl_for: Callable[[str], float],
         log_dir: Path | None = None,
         registry: ChildRegistry | None = None,
+        remote_lease: RemoteLeases | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self._events = events
+        self._preflight: Preflight = preflight or _nothing_to_check
+        self._remote_lease: RemoteLeases = remote_lease or _no_remote
         self._http = http
         self._scheduler = scheduler
         self._resolve_binary = resolve_binary
@@ -184,8 +216,9 @@ class RunnerManager:
                 )
                 continue
             command_changed = (
-                (model.path, model.runtime, dict(model.args))
-                != (runner.model.path, runner.model.runtime, dict(runner.model.args))
+                (model.path, model.runtime, dict(model.args), model.rpc)
+                != (runner.model.path, runner.model.runtime, dict(runner.model.args),
+                    runner.model.rpc)
             )
             runner.model = model
             if (command_changed or name in restart) and runner.state in OCCUPYING_STATES:
@@ -222,7 +255,12 @@ class RunnerManager:
         if self._closing:
             raise ServiceStoppingError()
         if not self.has_model(name):
-            raise ModelNotFoundError(name)
+            remote = self._remote_lease(name, self._scheduler.first_token_timeout)
+            if remote is None:
+                raise ModelNotFoundError(name)
+            if kind == AUDIO_KIND:
+                raise NotAudioModelError(name)
+            return remote
         runner = self._runners[name]
         if kind is not None and runner.model.kind != kind:
             if kind == AUDIO_KIND:
@@ -277,6 +315,8 @@ class RunnerManager:
     ) -> LoadResult:
         """Make sure the model is loaded; a failure to start is returned, not raised."""
         if not self.has_model(name):
+            if self._remote_lease(name, 0.0) is not None:
+                return LoadResult.ALREADY_LOADED  # a peer's model: the peer loads it
             raise ModelNotFoundError(name)
         was_ready = self._runners[name].state is RunnerState.READY
         try:
@@ -401,15 +441,23 @@ class RunnerManager:
 
     async def _run_start(self, runner: ModelRunner, binary: Path) -> None:
         try:
+            await self._preflight(runner.model)
+        except RunnerFailedError as exc:
+            # Nothing was spawned, so nothing is reaped (the runner's previous process,
+            # long gone, is left alone). FAILED, like any failed start: the next request
+            # checks again.
+            runner.start_task = None
+            self._start_failed(runner, exc)
+            return
+        except asyncio.CancelledError:
+            runner.start_task = None
+            raise
+        try:
             await runner.start(binary, self._scheduler.load_timeout)
         except RunnerFailedError as exc:
             runner.last_error = exc
             await runner.stop(grace=0)  # reap whatever is left of the tree
-            runner.set_state(RunnerState.FAILED, exc.reason)
-            self._fail_waiters(runner.name, exc)
-            self._forget_if_retired(runner)
-            self._notify()
-            self._pump()
+            self._start_failed(runner, exc)
             return
         except asyncio.CancelledError:
             await runner.stop(grace=0)
@@ -423,6 +471,14 @@ class RunnerManager:
         self._pump()
         if runner.state is RunnerState.READY and runner.inflight == 0 and not runner.draining:
             self._schedule_idle_unload(runner)
+
+    def _start_failed(self, runner: ModelRunner, exc: RunnerFailedError) -> None:
+        runner.last_error = exc
+        runner.set_state(RunnerState.FAILED, exc.reason)
+        self._fail_waiters(runner.name, exc)
+        self._forget_if_retired(runner)
+        self._notify()
+        self._pump()
 
     def _begin_stop(self, runner: ModelRunner, reason: str) -> None:
         self._cancel_idle_unload(runner)
@@ -547,3 +603,12 @@ class RunnerManager:
         finally:
             if runner.state is not RunnerState.STOPPED:
                 runner.set_state(RunnerState.STOPPED, "shutdown")
+
+
+async def _nothing_to_check(model: ModelConfig) -> None:
+    del model
+
+
+def _no_remote(name: str, first_token_timeout: float) -> Lease | None:
+    del name, first_token_timeout
+    return None

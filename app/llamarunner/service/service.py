@@ -27,6 +27,7 @@ from ..config import (
 from ..core.errors import (
     AudioEngineMissingError,
     AudioModelCannotChatError,
+    BadRequestError,
     ChatNotSupportedError,
     ModelFileMissingError,
     ModelNotFoundError,
@@ -47,13 +48,18 @@ from ..library.metadata_cache import MetadataCache, default_cache_file
 from ..library.whisper import AUDIO_KIND, is_whisper_folder
 from ..monitor.sampler import Sampler, pids_from_manager
 from ..monitor.service_monitor import ServiceMonitor
+from ..peers.client import PeerCall, PeerLease, RemoteModel
+from ..peers.directory import PeerDirectory, PeerStatus
+from ..peers.table import peer_models
 from ..proxy.metrics import Metrics
 from ..proxy.ollama.app import create_ollama_app
 from ..proxy.openai.app import create_openai_app
 from ..proxy.relay import upstream_session
 from ..proxy.servers import ListenerError, ListenerSet
 from ..proxy.upstream import pool_for
-from ..runner.manager import RunnerManager
+from ..rpc.monitor import WorkerMonitor, WorkerStatus
+from ..runner.manager import Lease, RunnerManager
+from ..runner.state import OCCUPYING_STATES
 from ..runtime.resolver import RuntimeNotFoundError, resolve_runtime
 from ..store.model_store import ModelStore, default_store_root
 from ..store.names import ModelName
@@ -66,6 +72,8 @@ log = logging.getLogger(__name__)
 LIBRARY_RESCAN_INTERVAL = 2.0
 # How often the model folders and stores are checked for changes in the background.
 LIBRARY_WATCH_INTERVAL = 3.0
+# What Ollama's /api/show says a peer's model can do: OpenAI servers chat and take tools.
+PEER_CAPABILITIES = ("completion", "tools")
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,8 @@ class Service:
         self._runner_log_dir = runner_log_dir
         self._http: aiohttp.ClientSession | None = None
         self._manager: RunnerManager | None = None
-        self._models: dict[str, ModelConfig] = {}
+        self._models: dict[str, ModelConfig] = {}  # local and peers' models together
+        self._local_models: dict[str, ModelConfig] = {}
         self._aliases: dict[str, str] = {}
         self._templates: dict[str, ChatTemplate] = {}
         self._catalog: Catalog | None = None
@@ -120,6 +129,8 @@ class Service:
         self._metadata = MetadataCache(metadata_cache_file or default_cache_file())
         # Pulled and created models; a change is listed before the API says "success".
         self.model_store = ModelStore(default_store_root(), on_change=self.rescan)
+        self._peers = PeerDirectory(self.events, on_change=self._peers_changed)
+        self._rpc_monitor: WorkerMonitor | None = None  # made by start()
         self.listeners = ListenerSet(
             {
                 "lmstudio": lambda: create_openai_app(self),
@@ -175,7 +186,7 @@ class Service:
     def metadata_for(self, name: str) -> GGUFMetadata | None:
         """The model file's GGUF metadata (cached on disk), or None when it is unreadable."""
         model = self._models.get(name)
-        if model is None or model.is_audio:
+        if model is None or model.is_audio or model.is_peer:
             return None
         try:
             return self._metadata.get(model.path)
@@ -188,6 +199,8 @@ class Service:
         model = self._models.get(name)
         if model is not None and model.is_audio:
             return [AUDIO_KIND]
+        if model is not None and model.is_peer:
+            return list(PEER_CAPABILITIES)
         meta = self.metadata_for(name)
         has_projector = bool(model and ("mmproj" in model.args or "mm" in model.args))
         if meta is None:
@@ -202,7 +215,11 @@ class Service:
 
     def chat_template_for(self, name: str) -> ChatTemplate:
         """The chat template the model's llama-server uses, and where it comes from."""
-        return self._templates.get(name, ChatTemplate("file"))
+        template = self._templates.get(name)
+        if template is not None:
+            return template
+        model = self._models.get(name)
+        return ChatTemplate("peer" if model is not None and model.is_peer else "file")
 
     def default_messages_for(self, name: str) -> Sequence[Mapping[str, Any]]:
         """A created model's MESSAGE conversation, which Ollama puts before each chat's."""
@@ -245,6 +262,9 @@ class Service:
         if stored is not None:
             await self.model_store.copy(stored, destination)
             return
+        if self._models[source].is_peer:
+            raise BadRequestError(f"model '{source}' runs on peer "
+                                  f"'{self._models[source].peer}'; copy it there")
         # As configured or found: the flags auto_configure adds are worked out again.
         model = self._catalog.models[source] if self._catalog else self._models[source]
 
@@ -266,6 +286,9 @@ class Service:
         the user's own folders, or in Ollama's or LM Studio's store.
         """
         model = self._models[name]
+        if model.is_peer:
+            raise PermissionError(f"it runs on peer '{model.peer}'; delete it there, or "
+                                  f"remove the peer from `peers`")
         if name in self.config.models and self.config.models[name].path:
             def remove(data: dict[str, Any]) -> None:
                 data.get("models", {}).pop(name, None)
@@ -342,6 +365,7 @@ class Service:
         apply_logging_config(self.config.logging)
         await self.model_store.start()
         self._http = upstream_session()
+        self._rpc_monitor = WorkerMonitor(self.events, running=self._models_running)
         self._manager = RunnerManager(
             events=self.events,
             http=self._http,
@@ -349,8 +373,11 @@ class Service:
             resolve_binary=self._binary_for,
             ttl_for=self.ttl_of,
             log_dir=self._runner_log_dir,
+            remote_lease=self._peer_lease,
+            preflight=self._check_rpc_workers,
         )
         await self.rescan()
+        self._peers.configure(self.config.peers)
         errors = await self.listeners.reconcile(self.config.proxies)
         self._tasks.spawn(
             self.store.watch(self._apply_watched_config, self._config_rejected), "config-watch"
@@ -359,11 +386,14 @@ class Service:
         # CPU/RAM/GPU meters live in the core so headless and the GUI share them.
         self.monitor = ServiceMonitor(Sampler(pids_from_manager(self._manager)))
         self._tasks.spawn(self.monitor.run(), "monitor")
+        self._rpc_monitor.start()
         return errors
 
     async def stop(self) -> None:
         """Stop listening, stop every runner (no child survives), release resources."""
         await self._tasks.cancel_all()
+        await self._stop_rpc_monitor()
+        await self._peers.close()
         await self.listeners.close()
         await self.model_store.close()
         with contextlib.suppress(OSError):
@@ -392,6 +422,7 @@ class Service:
         if changes.scheduler_changed:
             self.manager.set_scheduler(new.scheduler)
         await self.rescan(restart=changes.models_restart)
+        self._peers.configure(new.peers)
         log.info("configuration reloaded from %s", self.store.path)
         self.events.publish(ConfigApplied(str(self.store.path)))
         return errors
@@ -457,16 +488,89 @@ class Service:
         for problem in catalog.problems:
             if previous is None or problem not in previous.problems:
                 log.warning("model library: %s", problem)
-        models = scan.models
+        self._local_models = dict(scan.models)
+        return self._publish_models(restart)
+
+    def _publish_models(self, restart: frozenset[str] = frozenset()) -> bool:
+        """Put the local models and the peers' together into the table clients see."""
+        local = self._local_models
+        taken = [*local, *(alias for model in local.values() for alias in model.alias)]
+        models = {**local, **peer_models(self._peers.statuses(), taken)}
         changed = models != self._models or bool(restart)
         if changed:
-            self._models = dict(models)
+            self._models = models
             self._aliases = {
                 alias: name for name, model in models.items() for alias in model.alias
             }
             if self._manager is not None:
-                self._manager.set_models(self._models, restart=restart)
+                self._manager.set_models(local, restart=restart)
+            self._rpc_models_changed(local)
         return changed
+
+    # ---- peers ---------------------------------------------------------------------
+
+    def peers(self) -> list[PeerStatus]:
+        """Every configured peer: its URL, models, and whether it answered last time."""
+        return self._peers.statuses()
+
+    def peer_status(self, name: str) -> PeerStatus | None:
+        """The state of the peer that serves model `name`; None for a local model."""
+        model = self._models.get(name)
+        return self._peers.status(model.peer) if model is not None and model.is_peer else None
+
+    async def refresh_peers(self) -> None:
+        """Ask every peer for its models now (the library window's Refresh)."""
+        await asyncio.gather(*(self._peers.refresh(p.name) for p in self._peers.statuses()))
+
+    def _peers_changed(self) -> None:
+        self._publish_models()
+
+    def _peer_lease(self, name: str, first_token_timeout: float) -> Lease | None:
+        model = self._models.get(name)
+        if model is None or not model.is_peer:
+            return None
+        config = self._peers.config(model.peer)
+        if config is None:
+            return None
+        peer = model.peer
+
+        def on_result(available: bool, reason: str | None) -> None:
+            self._peers.mark(peer, available=available, reason=reason)
+
+        call = PeerCall(RemoteModel(name, peer, model.remote_id), config, on_result)
+        return PeerLease(call, first_token_timeout)
+
+    # ---- RPC workers ---------------------------------------------------------------
+
+    def rpc_workers(self) -> list[WorkerStatus]:
+        """Every RPC worker a model names (`rpc`): its last state, why, when, and who uses it."""
+        return self._rpc_monitor.statuses() if self._rpc_monitor is not None else []
+
+    async def refresh_rpc_workers(self) -> list[WorkerStatus]:
+        """Probe every RPC worker now (the library window's Refresh)."""
+        if self._rpc_monitor is None:
+            return []
+        return await self._rpc_monitor.refresh()
+
+    async def _check_rpc_workers(self, model: ModelConfig) -> None:
+        """Before a model's llama-server starts: every one of its workers must answer."""
+        if self._rpc_monitor is not None:
+            await self._rpc_monitor.check(model)
+
+    def _rpc_models_changed(self, local: Mapping[str, ModelConfig]) -> None:
+        if self._rpc_monitor is not None:
+            self._rpc_monitor.set_models(local)
+
+    def _models_running(self) -> set[str]:
+        """Models whose llama-server exists (a worker serves one of them at a time)."""
+        if self._manager is None:
+            return set()
+        holding = {state.value for state in OCCUPYING_STATES}
+        return {info.name for info in self._manager.snapshot() if info.state in holding}
+
+    async def _stop_rpc_monitor(self) -> None:
+        if self._rpc_monitor is not None:
+            await self._rpc_monitor.close()
 
     def _refresh_library(self) -> bool:
         """Rescan now if a watched folder changed since the last look (rate-limited).

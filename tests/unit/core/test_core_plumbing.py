@@ -92,6 +92,7 @@ LAYERS: list[set[str]] = [
     {"library", "integration", "demo", "audio"},
     {"store"},
     {"runner"},
+    {"peers", "rpc"},
     {"proxy", "monitor"},
     {"service"},
     {"doctor", "buildinfo"},

@@ -137,7 +137,8 @@ async def harness() -> AsyncIterator[Relay]:
         setup = state["relay"]
         lease: Any = SimpleNamespace(
             base_url=f"http://127.0.0.1:{up_port}", headers={},
-            first_token_timeout=setup.first_token_timeout, runner=SimpleNamespace(name="m"))
+            first_token_timeout=setup.first_token_timeout, runner=SimpleNamespace(name="m"),
+            remote=None)
         try:
             return await relay(request, http, lease, "/up", await request.read(),
                                setup.transform(), setup.answer)

@@ -226,7 +226,8 @@ class Owner:
 
 def lease(base_url: str, timeout: float = math.inf) -> Any:
     return SimpleNamespace(base_url=base_url, headers={"Authorization": "Bearer k"},
-                           first_token_timeout=timeout, runner=SimpleNamespace(name="m"))
+                           first_token_timeout=timeout, runner=SimpleNamespace(name="m"),
+                           remote=None)
 
 
 async def test_open_upstream_reports_an_unreachable_runner() -> None:

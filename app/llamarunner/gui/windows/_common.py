@@ -38,6 +38,12 @@ class BridgeLike(Protocol):
     def config_rejected(self) -> SignalInstance: ...  # (path, error)
 
     @property
+    def rpc_worker_changed(self) -> SignalInstance: ...  # (host:port, state, reason)
+
+    @property
+    def peer_changed(self) -> SignalInstance: ...  # (peer name, available, reason)
+
+    @property
     def app_log(self) -> SignalInstance: ...  # (level, line)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -51,15 +52,21 @@ from ..models.library_model import (
     COL_KIND,
     COL_NAME,
     COL_STATE,
+    COL_WORKERS,
     KIND_TEXT,
     NAME_ROLE,
+    PEER_AVAILABLE,
+    PEER_SOURCE_PREFIX,
+    PEER_UNAVAILABLE,
+    WORKER_FAILING,
     LibraryFilterModel,
     LibraryModel,
     LibraryRow,
+    WorkerCell,
 )
 from ..widgets.chat_panel import ChatPanel
 from ..widgets.downloads import DownloadsPanel
-from ._common import ERROR_COLOR, BridgeLike, ErrorLabel, FieldErrors, ToolWindow
+from ._common import ERROR_COLOR, OK_COLOR, BridgeLike, ErrorLabel, FieldErrors, ToolWindow
 from .get_model import GetModelDialog
 from .transcribe import TranscribeDialog
 
@@ -109,20 +116,43 @@ def model_source(service: Service, name: str) -> str:
     entry = service.library_entries().get(name)
     if entry is not None:
         return str(entry.source)
+    model = service.models().get(name)
+    if model is not None and model.is_peer:
+        return f"{PEER_SOURCE_PREFIX}{model.peer}"
     configured = service.config.models.get(name)
     return "config" if configured is not None and not configured.settings_only else "folder"
+
+
+def worker_cells(service: Service) -> dict[str, WorkerCell]:
+    """What the Service knows of each RPC worker a model names, by host:port."""
+    return {status.address: WorkerCell(status.address, status.state.value,
+                                       status.reason or "", status.checked_at)
+            for status in service.rpc_workers()}
+
+
+def _peer_state(service: Service, name: str) -> tuple[str, str]:
+    """(state, reason) of a peer's model: whether its peer answered last time."""
+    status = service.peer_status(name)
+    if status is not None and status.available is False:
+        return PEER_UNAVAILABLE, status.reason or ""
+    return PEER_AVAILABLE, ""
 
 
 def build_rows(service: Service) -> list[LibraryRow]:
     """One row per model the Service knows, with header facts and the runner's state."""
     runners = {info.name: info for info in service.manager.snapshot()}
     entries = service.library_entries()
+    workers = worker_cells(service)
     rows = []
     for name, model in service.models().items():
         meta = service.metadata_for(name)
         facts = service.model_file(name)
         info = runners.get(name)
         entry = entries.get(name)
+        state, reason = ((info.state, info.last_error or "") if info
+                         else ("stopped", ""))
+        if model.is_peer:
+            state, reason = _peer_state(service, name)
         architecture: str | None
         if model.is_audio:
             # A Whisper folder has no GGUF header and no chat template to describe.
@@ -145,10 +175,12 @@ def build_rows(service: Service) -> list[LibraryRow]:
                 capabilities=tuple(service.capabilities_for(name)),
                 template=template,
                 template_problem=problem,
-                state=info.state if info else "stopped",
-                reason=(info.last_error or "") if info else "",
+                state=state,
+                reason=reason,
                 kind=model.kind,
                 multilingual=entry.multilingual if entry is not None else False,
+                workers=tuple(workers.get(address, WorkerCell(address))
+                              for address in model.rpc),
             )
         )
     return rows
@@ -287,7 +319,7 @@ class LibraryWindow(ToolWindow):
         self.transcribe_button.clicked.connect(self.open_transcribe)
         self.downloads.finished.connect(self._on_download_finished)
         self.downloads.active_changed.connect(self._on_downloads_active)
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(self._refresh_clicked)
         self.load_button.clicked.connect(self.load_selected)
         self.unload_button.clicked.connect(self.unload_selected)
         self.table.doubleClicked.connect(lambda _index: self.load_selected())
@@ -297,6 +329,8 @@ class LibraryWindow(ToolWindow):
         self.proxy.rowsRemoved.connect(self._update_count)
         bridge.runner_state_changed.connect(self._on_runner_state)
         bridge.config_applied.connect(self._on_config_applied)
+        bridge.rpc_worker_changed.connect(self._on_rpc_worker)
+        bridge.peer_changed.connect(self._on_peer_changed)
         # The Service rescans model folders and stores in the background but announces no
         # event for it: while the window is shown, look now and then whether its list of
         # models changed (a cheap comparison of names, no disk access).
@@ -336,6 +370,14 @@ class LibraryWindow(ToolWindow):
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.source_label = QLabel()
         self.kind_label = QLabel()
+        self.workers_label = QLabel()
+        self.workers_label.setTextFormat(Qt.TextFormat.RichText)
+        self.workers_label.setWordWrap(True)
+        self.workers_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.workers_label.setToolTip(
+            "llama.cpp RPC workers (the model's rpc list in the config) that hold part of the "
+            "model; each runs `llamarunner worker`. They are checked every few seconds and "
+            "before the model starts.")
         self.template_label = QLabel()
         self.template_label.setWordWrap(True)
         self.template_label.setTextInteractionFlags(
@@ -360,6 +402,7 @@ class LibraryWindow(ToolWindow):
         form.addRow("Type:", self.kind_label)
         form.addRow("Source:", self.source_label)
         form.addRow("Chat template:", self.template_label)
+        form.addRow("RPC workers:", self.workers_label)
         form.addRow("Keep loaded (TTL):", self.ttl_edit)
         form.addRow("", self.ttl_error)
         form.addRow(buttons)
@@ -392,8 +435,10 @@ class LibraryWindow(ToolWindow):
             self.ttl_error.clear_error()
             self.detail_status.clear()
             model = self._service.models().get(name) if name else None
-            self.detail.setEnabled(model is not None)
+            # A peer's model runs with the peer's settings: nothing to edit here.
+            self.detail.setEnabled(model is not None and not model.is_peer)
             self.args_table.setRowCount(0)
+            self._show_workers(model.name if model is not None else None)
             if model is None:
                 self.detail.setTitle("Model settings (select a model)")
                 self.path_label.clear()
@@ -425,6 +470,19 @@ class LibraryWindow(ToolWindow):
                 f"default ({'never' if math.isinf(default) else format_duration(default)})")
         finally:
             self._loading_detail = False
+
+    def _show_workers(self, name: str | None) -> None:
+        """The selected model's RPC workers, one per line; hidden for other models."""
+        row = self.model.row_for(name) if name is not None else None
+        workers = row.workers if row is not None else ()
+        self.detail_form.setRowVisible(self.workers_label, bool(workers))
+        lines = []
+        for cell in workers:
+            color = (ERROR_COLOR if cell.state in WORKER_FAILING
+                     else OK_COLOR if cell.state == "up" else None)
+            text = html.escape(cell.describe())
+            lines.append(f'<span style="color: {color};">{text}</span>' if color else text)
+        self.workers_label.setText("<br>".join(lines))
 
     def _append_arg(self, key: str, value: str) -> None:
         row = self.args_table.rowCount()
@@ -660,6 +718,9 @@ class LibraryWindow(ToolWindow):
         source = model_source(self._service, name)
         if source == "pulled":
             return None
+        if source.startswith(PEER_SOURCE_PREFIX):
+            return (f"it runs on {source}: delete it there, or remove the peer from "
+                    "peers in the config")
         return _NO_DELETE.get(source, "only downloaded models can be deleted here")
 
     def delete_selected(self) -> None:
@@ -731,6 +792,8 @@ class LibraryWindow(ToolWindow):
         except AssertionError:
             rows = []  # the Service is not started (yet): nothing to list
         self.model.set_rows(rows)
+        # Only models split over RPC workers fill it; without any, the column is noise.
+        self.table.setColumnHidden(COL_WORKERS, not any(row.workers for row in rows))
         if selected is not None:
             self.select(selected)
         elif self.proxy.rowCount():
@@ -743,6 +806,27 @@ class LibraryWindow(ToolWindow):
 
     def _on_config_applied(self, _path: str) -> None:
         self.refresh()
+
+    def _refresh_clicked(self) -> None:
+        self.refresh()
+        if self._service.peers():
+            # The peers' lists read now; what changes comes back as events.
+            self._bridge.run(self._service.refresh_peers(), "ask the peers for their models")
+        if self._service.rpc_workers():
+            # Probed now rather than at the next periodic check; changes come as events.
+            self._bridge.run(self._service.refresh_rpc_workers(), "check the RPC workers")
+
+    def _on_peer_changed(self, _name: str, _available: bool, _reason: str) -> None:
+        self.refresh()  # its models may have come, gone or changed state
+
+    def _on_rpc_worker(self, _address: str, _state: str, _reason: str) -> None:
+        self.model.set_workers(worker_cells(self._service))
+        self._show_workers(self._detail_name)
+
+    def workers_text(self, name: str) -> str:
+        """What the Workers cell shows for `name` (for tests and accessibility)."""
+        row = self.model.row_for(name)
+        return row.display(COL_WORKERS) if row is not None else ""
 
     def _refresh_if_library_changed(self) -> None:
         if set(self._service.library_entries()) != set(self.model.names()):

@@ -24,6 +24,7 @@ from ...runner.state import RunnerState
 from ...runtime.resolver import RuntimeNotFoundError, find_runtime
 from ..body import read_json_object, required_model
 from ..errors import openai_error
+from ..peer_fields import peer_fields
 from ..relay import OpenAiSse, SseTransform, relay, sse_error_event
 from ..scopes import resolve_for, visible
 from .backend import LMSTUDIO_BACKEND, LMStudioBackend
@@ -148,7 +149,8 @@ def _completion_context(backend: LMStudioBackend, lease: Lease, name: str,
 async def v0_models(request: web.Request) -> web.Response:
     backend = request.app[LMSTUDIO_BACKEND]
     loaded = _loaded_args(backend)
-    data = [v0_model(name, backend.metadata_for(name), **_model_facts(backend, name, loaded))
+    data = [{**v0_model(name, backend.metadata_for(name), **_model_facts(backend, name, loaded)),
+             **peer_fields(backend, name)}
             for name in visible(request, sorted(backend.models()))]
     return web.json_response({"object": "list", "data": data})
 
@@ -197,7 +199,7 @@ async def v0_embeddings(request: web.Request) -> web.StreamResponse:
     raw, data = await read_json_object(request)
     name = resolve_for(request, required_model(data))
     ttl = requested_ttl(data)
-    if not backend.models()[name].serves_embeddings:
+    if not backend.models()[name].takes_embedding_requests:
         raise FeatureNotEnabledError(
             f"model '{name}' does not serve embeddings; add \"embedding\": true to its "
             "args in the config")
@@ -251,8 +253,9 @@ async def v1_models(request: web.Request) -> web.Response:
         meta = backend.metadata_for(name)
         facts = backend.model_file(name)
         size = facts.size if facts else (meta.file_size if meta else 0)
-        models.append(v1_model(name, meta, size_bytes=size,
-                               **_model_facts(backend, name, loaded)))
+        models.append({**v1_model(name, meta, size_bytes=size,
+                                  **_model_facts(backend, name, loaded)),
+                       **peer_fields(backend, name)})
     return web.json_response({"models": models})
 
 

@@ -193,8 +193,8 @@ async def _reply_context(backend: OllamaBackend, lease: Lease, call: _Call, answ
     and the answer's own tokens (end-of-turn included); from a chat completion, the
     runner's rendering of the messages with the answer text, tokenized.
     """
-    if not call.with_context:
-        return None
+    if not call.with_context or lease.remote is not None:
+        return None  # a peer has no /tokenize to count the context with
     try:
         if call.path == CHAT_PATH:
             text = await apply_template(backend.http, lease, call.body)
@@ -260,7 +260,7 @@ async def _relay(request: web.Request, lease: Lease, backend: OllamaBackend, cal
 
 
 def _require_embeddings(backend: OllamaBackend, name: str, requested: str) -> None:
-    if not backend.models()[name].serves_embeddings:
+    if not backend.models()[name].takes_embedding_requests:
         raise BadRequestError(
             f'"{requested}" does not support embeddings; enable llama-server\'s embedding '
             'mode with "embedding": true in the model\'s args')

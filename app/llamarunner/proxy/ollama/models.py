@@ -16,6 +16,7 @@ from ...core.errors import BadRequestError, LlamaRunnerError, ModelNotFoundError
 from ...runner.state import OCCUPYING_STATES
 from ...store.layout import MEDIA_LICENSE, MEDIA_PARAMS, Manifest, StoreLayout
 from ..body import read_json_object
+from ..peer_fields import peer_fields
 from ..scopes import may_use, resolve_for, visible
 from .backend import OLLAMA_BACKEND, OllamaBackend
 from .errors import ollama_error
@@ -64,8 +65,10 @@ async def tags(request: web.Request) -> web.Response:
     entries = []
     for name in visible(request, sorted(backend.models())):
         size, mtime, digest = _digest(backend, name)
-        entries.append(tag_entry(name, backend.metadata_for(name), size=size, mtime=mtime,
-                                 digest=digest))
+        entry = tag_entry(name, backend.metadata_for(name), size=size, mtime=mtime,
+                          digest=digest)
+        entry.update(peer_fields(backend, name, ollama=True))
+        entries.append(entry)
     return web.json_response({"models": entries})
 
 

@@ -34,6 +34,8 @@ async def _post(http: aiohttp.ClientSession, lease: Lease, path: str,
 
 async def props(http: aiohttp.ClientSession, lease: Lease) -> Mapping[str, Any]:
     """llama-server's ``GET /props``; empty when it cannot be read."""
+    if lease.remote is not None:
+        return {}  # a peer's model: OpenAI servers have no /props
     try:
         async with http.get(lease.base_url + "/props", headers=lease.headers) as resp:
             data = await resp.json(content_type=None)

@@ -14,6 +14,7 @@ from ..body import read_json_object, required_model
 from ..context import BACKEND, ProxyBackend
 from ..ollama.backend import OLLAMA_BACKEND
 from ..ollama.views import ollama_name
+from ..peer_fields import peer_fields, peer_owner
 from ..relay import OpenAiSse, ResponsesSse, StreamTransform, relay
 from ..scopes import resolve_for, visible
 from .audio import add_audio_routes
@@ -57,12 +58,18 @@ def _on_ollama_port(request: web.Request) -> bool:
 def _model_entry(backend: ProxyBackend, name: str, ollama_style: bool) -> dict[str, object]:
     # The Ollama port names models as Ollama's own /v1/models does (with a tag, owned by
     # their namespace), so clients can send those names to /api/* as well.
-    return {
+    entry: dict[str, object] = {
         "id": ollama_name(name) if ollama_style else name,
         "object": "model",
         "created": backend.model_created(name),
         "owned_by": ollama_owner(name) if ollama_style else OWNER,
     }
+    owner = peer_owner(backend, name)
+    if owner is not None:
+        # Another LlamaRunner that reads this list skips these: no peer loops.
+        entry["owned_by"] = owner
+        entry.update(peer_fields(backend, name))
+    return entry
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -90,7 +97,7 @@ async def _relay_post(
     name = resolve_for(request, requested)
     if chat:
         backend.require_chat(name, requested)
-    if embeddings and not backend.models()[name].serves_embeddings:
+    if embeddings and not backend.models()[name].takes_embedding_requests:
         raise FeatureNotEnabledError(
             f"model '{name}' does not serve embeddings; add \"embedding\": true to its "
             "args in the config"

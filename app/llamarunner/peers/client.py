@@ -19,7 +19,7 @@ from ..config.defaults import PEER_CONNECT_TIMEOUT
 from ..config.schema import ArgValue, PeerConfig
 from ..core.errors import PeerUnavailableError, PeerUnsupportedError, UpstreamError
 from ..runner.manager import Lease
-from .directory import auth_headers
+from .directory import auth_headers, describe_failure
 
 _OPENAI_PREFIX: Final = "/v1/"
 _JSON: Final = "application/json"
@@ -131,6 +131,4 @@ class PeerLease(Lease):
 def _unreachable(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return f"no connection within {PEER_CONNECT_TIMEOUT:g} s"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc})"
-    return str(exc) or type(exc).__name__
+    return describe_failure(exc)

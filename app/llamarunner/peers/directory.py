@@ -160,7 +160,7 @@ class PeerDirectory:
         try:
             listed = await self._fetch_models(peer.config)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            reason = _describe(exc)
+            reason = describe_failure(exc)
             if peer.status.available is not False:
                 log.warning("peer %s (%s) is unavailable: %s", name, peer.config.url, reason)
             self._set(peer, replace(peer.status, available=False, reason=reason,
@@ -214,7 +214,7 @@ class PeerDirectory:
             self._on_change()
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     """A short reason for a failed request, without URLs' credentials or headers."""
     if isinstance(exc, TimeoutError):
         return "no answer in time"
